@@ -1,0 +1,47 @@
+# Thin wrappers over the commands the README documents.
+VENV ?= .venv
+BIN := $(abspath $(VENV))/bin
+PYTHON ?= python3
+export PATH := $(BIN):$(PATH)
+
+.PHONY: run test lint format up down clean
+
+$(BIN)/.installed: requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.txt
+	touch $@
+
+# A secret key made once per checkout; honcho reads .env for every command.
+.env:
+	$(PYTHON) -c "import secrets; print('SECRET_KEY=' + secrets.token_urlsafe(50))" > $@
+
+## run: the balancer on :8000 and the four demo backends, with the demo routes
+run: $(BIN)/.installed .env
+	honcho run python manage.py migrate --noinput
+	honcho run python manage.py load_demo_routes
+	honcho run python manage.py ensure_admin
+	honcho run python manage.py collectstatic --noinput --verbosity 0
+	honcho start
+
+## test: lint, then the whole test suite
+test: $(BIN)/.installed lint
+	pytest
+
+lint: $(BIN)/.installed
+	ruff check .
+	ruff format --check .
+
+format: $(BIN)/.installed
+	ruff check --fix .
+	ruff format .
+
+## up: the same demo under Docker Compose (needs a Docker engine)
+up:
+	@test -f .env || $(MAKE) .env
+	docker compose --env-file .env up --build
+
+down:
+	docker compose down
+
+clean:
+	rm -rf $(VENV) staticfiles .pytest_cache .ruff_cache

@@ -1,0 +1,151 @@
+"""Settings for the balancer, read from the environment (see README, "Settings")."""
+
+import os
+from pathlib import Path
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+TRUE_WORDS = {"1", "true", "yes", "on"}
+
+
+def env_bool(name, default=False):
+    """Return an on/off environment setting."""
+    value = os.environ.get(name)
+    return default if value is None else value.strip().lower() in TRUE_WORDS
+
+
+def env_list(name, default):
+    """Return a comma-separated environment setting as a list."""
+    value = os.environ.get(name, default)
+    return [item.strip().lower() for item in value.split(",") if item.strip()]
+
+
+DEBUG = env_bool("DEBUG")
+
+SECRET_KEY = os.environ.get("SECRET_KEY", "")
+if not SECRET_KEY:
+    if not DEBUG:
+        raise ImproperlyConfigured(
+            "Set SECRET_KEY in the environment (or DEBUG=1 for local development)."
+        )
+    SECRET_KEY = "insecure-development-key-used-only-with-DEBUG"
+
+# Hosts that reach the balancer's own pages (admin, static files, liveness).
+# Requests for any other host are routed by the rules in the database.
+ADMIN_HOSTS = env_list("ADMIN_HOSTS", "localhost,127.0.0.1")
+
+# Django checks the Host header only on the balancer's own pages, which are
+# served for the admin hosts alone; proxied traffic never calls get_host(),
+# so unknown hosts are answered by the routing rules (404), not with a 400.
+ALLOWED_HOSTS = ADMIN_HOSTS
+
+# How often each worker checks whether the routing rules changed (seconds).
+# 0 turns the background refresher off: only writes made in the same process
+# are then seen, which suits tests and single-process tools.
+ROUTE_TABLE_REFRESH_INTERVAL = float(os.environ.get("ROUTE_TABLE_REFRESH_INTERVAL", "0.25"))
+
+# The name this balancer gives itself in the Via header it adds both ways.
+VIA_PSEUDONYM = os.environ.get("VIA_PSEUDONYM", "django-lb")
+
+# Paths of the balancer's own pages; on the admin hosts they shadow the rules.
+BALANCER_PATH_PREFIXES = ("/admin", "/healthz", "/static")
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "whitenoise.runserver_nostatic",
+    "django.contrib.staticfiles",
+    "routing",
+]
+
+MIDDLEWARE = [
+    # First, so that proxied traffic skips everything below: Django's security
+    # machinery guards the balancer's own pages only (DESIGN.md §7).
+    "routing.middleware.ProxyMiddleware",
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "lbsite.urls"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+WSGI_APPLICATION = "lbsite.wsgi.application"
+
+DATABASES = {
+    "default": dj_database_url.config(
+        default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}",
+        conn_max_age=600,
+        conn_health_checks=True,
+    )
+}
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = Path(os.environ.get("STATIC_ROOT", BASE_DIR / "staticfiles"))
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {
+        "BACKEND": "whitenoise.storage.CompressedStaticFilesStorage",
+    },
+}
+
+# The admin's cookies have names of their own, so they never collide with
+# the cookies of the sites behind the balancer.
+SESSION_COOKIE_NAME = "lb_sessionid"
+CSRF_COOKIE_NAME = "lb_csrftoken"
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+    },
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": "plain"},
+    },
+    "root": {"handlers": ["console"], "level": "INFO"},
+    "loggers": {
+        # Proxied 4xx/5xx answers are the backends' business, not warnings
+        # about the balancer itself.
+        "django.request": {"level": "ERROR"},
+    },
+}

@@ -1,0 +1,101 @@
+"""Immutable, database-free snapshots of the routing table that requests read."""
+
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+
+@dataclass(frozen=True)
+class Backend:
+    id: int
+    url: str
+    weight: int = 1
+    enabled: bool = True
+    healthy: bool = True
+
+    @property
+    def usable(self):
+        """Whether the backend may take new requests."""
+        return self.enabled and self.healthy and self.weight > 0
+
+
+@dataclass(frozen=True)
+class Pool:
+    id: int
+    name: str
+    backends: tuple[Backend, ...] = ()
+    algorithm: str = "random"
+    connect_timeout: float = 3.0
+    read_timeout: float = 30.0
+    usable_backends: tuple[Backend, ...] = field(init=False, repr=False)
+
+    def __post_init__(self):
+        usable = tuple(backend for backend in self.backends if backend.usable)
+        object.__setattr__(self, "usable_backends", usable)
+
+
+@dataclass(frozen=True)
+class Route:
+    """One enabled rule, ready to match: a host pattern ('' = any) and a prefix."""
+
+    kind: str  # "host" or "path"
+    rule_id: int
+    pool: Pool
+    host: str = ""
+    prefix: tuple[str, ...] = ()
+    strip_prefix: bool = False
+    preserve_host: bool = False
+
+    def __str__(self):
+        path = "/" + "/".join(self.prefix)
+        return f"{self.kind} rule {self.host or '*'}{path} → {self.pool.name}"
+
+
+@dataclass(frozen=True)
+class HostRoutes:
+    """The routes of one host pattern, indexed by their prefix segments."""
+
+    by_prefix: MappingProxyType
+    depth: int
+
+    @classmethod
+    def from_routes(cls, routes):
+        by_prefix = {route.prefix: route for route in routes}
+        return cls(MappingProxyType(by_prefix), max(map(len, by_prefix), default=0))
+
+
+EMPTY_HOST_ROUTES = HostRoutes.from_routes(())
+
+
+@dataclass(frozen=True)
+class RouteTable:
+    """Every enabled route, indexed by exact host, wildcard suffix and any host."""
+
+    version: int
+    exact: MappingProxyType
+    wildcard: MappingProxyType
+    any_host: HostRoutes
+    routes: tuple[Route, ...]
+
+    @classmethod
+    def from_routes(cls, routes, version=0):
+        """Index routes by host; a later route with the same host and prefix loses."""
+        groups = {}
+        for route in routes:
+            groups.setdefault(route.host, {}).setdefault(route.prefix, route)
+        exact, wildcard = {}, {}
+        for host, by_prefix in groups.items():
+            host_routes = HostRoutes.from_routes(by_prefix.values())
+            if host.startswith("*."):
+                wildcard[host[2:]] = host_routes
+            elif host:
+                exact[host] = host_routes
+        return cls(
+            version=version,
+            exact=MappingProxyType(exact),
+            wildcard=MappingProxyType(wildcard),
+            any_host=HostRoutes.from_routes(groups.get("", {}).values()),
+            routes=tuple(routes),
+        )
+
+
+EMPTY_TABLE = RouteTable.from_routes(())

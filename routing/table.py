@@ -1,0 +1,144 @@
+"""Build the route table from the database and keep one snapshot per process.
+
+Warm requests read the cached snapshot and never query. Every write bumps
+RoutingVersion; a small background thread in each process polls that number
+and rebuilds the snapshot when it moves, so an admin edit reaches every worker
+and every instance without touching the request path.
+"""
+
+import logging
+import os
+import threading
+import time
+
+from django.conf import settings
+from django.db import close_old_connections, connection
+
+from . import snapshot
+from .models import Backend, HostRule, PathRule, Pool, RoutingVersion
+from .resolver import path_segments
+
+logger = logging.getLogger(__name__)
+
+_table = None
+_lock = threading.Lock()
+_refresher_pid = None
+
+
+def prefix_segments(prefix):
+    """Return a rule's prefix as the decoded segments a request path is matched by."""
+    if prefix == "/":
+        return ()
+    return tuple(decoded for _raw, decoded in path_segments(prefix.rstrip("/")))
+
+
+def build_route_table():
+    """Read the rules, pools and backends into a new RouteTable snapshot."""
+    # Read the version first: a change that lands while the rows are read
+    # bumps it past this number, so the next poll rebuilds again.
+    version = RoutingVersion.current()
+    backends = {}
+    for row in Backend.objects.order_by("id"):
+        backends.setdefault(row.pool_id, []).append(
+            snapshot.Backend(
+                id=row.id,
+                url=row.url.rstrip("/"),
+                weight=row.weight,
+                enabled=row.enabled,
+                healthy=row.healthy,
+            )
+        )
+    pools = {
+        row.id: snapshot.Pool(
+            id=row.id,
+            name=row.name,
+            algorithm=row.algorithm,
+            connect_timeout=row.connect_timeout,
+            read_timeout=row.read_timeout,
+            backends=tuple(backends.get(row.id, ())),
+        )
+        for row in Pool.objects.all()
+    }
+    routes = [
+        snapshot.Route(
+            kind="host",
+            rule_id=rule.id,
+            pool=pools[rule.pool_id],
+            host=rule.host.lower(),
+            preserve_host=rule.preserve_host,
+        )
+        for rule in HostRule.objects.filter(enabled=True).order_by("id")
+    ]
+    routes += [
+        snapshot.Route(
+            kind="path",
+            rule_id=rule.id,
+            pool=pools[rule.pool_id],
+            host=rule.host.lower(),
+            prefix=prefix_segments(rule.prefix),
+            strip_prefix=rule.strip_prefix,
+            preserve_host=rule.preserve_host,
+        )
+        for rule in PathRule.objects.filter(enabled=True).order_by("id")
+    ]
+    return snapshot.RouteTable.from_routes(routes, version=version)
+
+
+def get_route_table():
+    """Return this process's route table, building it on first use."""
+    table = _table
+    if table is None:
+        table = refresh_route_table()
+    ensure_refresher()
+    return table
+
+
+def refresh_route_table():
+    """Build the table now and make it the one requests read."""
+    global _table
+    with _lock:
+        table = build_route_table()
+        _table = table
+    return table
+
+
+def clear_route_table():
+    """Forget the cached table so the next request builds a fresh one."""
+    global _table
+    _table = None
+
+
+def ensure_refresher():
+    """Start this process's refresher thread once (again after a fork)."""
+    global _refresher_pid
+    interval = settings.ROUTE_TABLE_REFRESH_INTERVAL
+    if interval <= 0 or _refresher_pid == os.getpid():
+        return
+    with _lock:
+        if _refresher_pid == os.getpid():
+            return
+        _refresher_pid = os.getpid()
+        thread = threading.Thread(
+            target=watch_routing_version,
+            args=(interval,),
+            name="route-table-refresher",
+            daemon=True,
+        )
+        thread.start()
+
+
+def watch_routing_version(interval):
+    """Rebuild the table whenever the routing version moves; runs forever."""
+    while True:
+        time.sleep(interval)
+        try:
+            table = _table
+            if table is None or RoutingVersion.current() != table.version:
+                refresh_route_table()
+        except Exception:
+            # A database hiccup must not kill the refresher: keep serving the
+            # last good table and try again on the next tick.
+            logger.exception("Could not refresh the route table")
+            connection.close()
+        finally:
+            close_old_connections()

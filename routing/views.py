@@ -1,0 +1,52 @@
+"""The catch-all view: resolve the rule, choose a backend, forward, map errors."""
+
+import logging
+
+import requests
+from django.http import HttpResponse
+from django.views.decorators.csrf import csrf_exempt
+
+from .balancer import choose_backend
+from .proxy import forward, raw_target
+from .resolver import normalise_host, resolve, split_target
+from .table import get_route_table
+
+logger = logging.getLogger(__name__)
+
+ERROR_BODIES = {
+    400: "Bad Request",
+    404: "Not Found",
+    502: "Bad Gateway",
+    503: "No backend servers available.",
+    504: "Gateway Timeout",
+}
+
+
+def error_response(status):
+    """Return the balancer's own plain-text answer for an error status."""
+    return HttpResponse(
+        ERROR_BODIES[status], status=status, content_type="text/plain; charset=utf-8"
+    )
+
+
+@csrf_exempt
+def proxy_view(request):
+    """Serve a request from the backend its rules pick."""
+    target = split_target(raw_target(request))
+    host = normalise_host(request.META.get("HTTP_HOST"))
+    if target is None or host is None:
+        return error_response(400)
+    match = resolve(get_route_table(), host, target[0])
+    if match is None:
+        return error_response(404)
+    backend = choose_backend(match.route.pool)
+    if backend is None:
+        return error_response(503)
+    try:
+        return forward(request, match, backend)
+    except requests.Timeout as error:
+        logger.warning("Backend %s timed out: %s", backend.url, error)
+        return error_response(504)
+    except requests.RequestException as error:
+        logger.warning("Backend %s failed: %s", backend.url, error)
+        return error_response(502)

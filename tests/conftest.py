@@ -1,0 +1,276 @@
+"""Small composable fixtures: real servers on loopback ports, pools and rules."""
+
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from socketserver import ThreadingMixIn
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+import pytest
+import requests
+from django.core.management import call_command
+from django.test import Client
+
+from routing.models import Backend, HostRule, PathRule, Pool
+from routing.table import clear_route_table
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+GUNICORN = str(Path(sys.executable).parent / "gunicorn")
+STARTUP_TIMEOUT = 20
+
+# Where the demo fixture's backends listen, and which test server replaces each.
+FRUIT_PORTS = {
+    8081: ("mango", 0),
+    8082: ("mango", 1),
+    9081: ("apple", 0),
+    9082: ("apple", 1),
+}
+
+
+def listening_socket():
+    """Return a socket bound to a free loopback port, ready to hand to a server."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(128)
+    sock.set_inheritable(True)
+    return sock
+
+
+def url_of(sock):
+    host, port = sock.getsockname()
+    return f"http://{host}:{port}"
+
+
+def wait_until_serving(url, process, host="localhost"):
+    """Poll a URL until it answers, failing fast if the server process died."""
+    deadline = time.monotonic() + STARTUP_TIMEOUT
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server for {url} exited with {process.returncode}")
+        try:
+            requests.get(url, headers={"Host": host}, timeout=1)
+            return
+        except requests.ConnectionError:
+            time.sleep(0.05)
+    raise RuntimeError(f"server at {url} did not answer in {STARTUP_TIMEOUT}s")
+
+
+def start_gunicorn(app, sock, env=None, workers=1, threads=4):
+    """Start gunicorn on an already-bound socket and return the process."""
+    fd = sock.fileno()
+    return subprocess.Popen(
+        [
+            GUNICORN,
+            app,
+            "--bind",
+            f"fd://{fd}",
+            "--workers",
+            str(workers),
+            "--threads",
+            str(threads),
+            "--graceful-timeout",
+            "2",
+        ],
+        cwd=PROJECT_ROOT,
+        env={**os.environ, **(env or {})},
+        pass_fds=(fd,),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def stop(process):
+    """End a server process this test run started."""
+    process.terminate()
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+class DemoBackend:
+    """A demo backend (backend_app) under gunicorn on a free loopback port."""
+
+    def __init__(self, app_name):
+        self.app_name = app_name
+        self.sock = listening_socket()
+        self.url = url_of(self.sock)
+        self.process = start_gunicorn("backend_app.wsgi", self.sock, {"APP": app_name})
+
+    def stop(self):
+        stop(self.process)
+        self.sock.close()
+
+
+@pytest.fixture(scope="session")
+def demo_backends():
+    """Two mango and two apple demo backends for the whole run: {name: [url, url]}."""
+    servers = [DemoBackend(name) for name in ("mango", "mango", "apple", "apple")]
+    try:
+        for server in servers:
+            wait_until_serving(server.url + "/healthcheck", server.process)
+        urls = {}
+        for server in servers:
+            urls.setdefault(server.app_name, []).append(server.url)
+        yield urls
+    finally:
+        for server in servers:
+            server.stop()
+
+
+@pytest.fixture
+def closed_port_url():
+    """A loopback URL on which nothing listens: connections are refused."""
+    # Bound but not listening: the port stays ours, and connecting is refused.
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    yield url_of(sock)
+    sock.close()
+
+
+@pytest.fixture
+def silent_backend_url():
+    """A loopback URL that accepts connections and never answers."""
+    sock = listening_socket()
+    yield url_of(sock)
+    sock.close()
+
+
+class ThreadingWSGIServer(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+
+
+class QuietHandler(WSGIRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def wsgi_backend():
+    """Serve a WSGI callable written in the test on a free loopback port; return its URL."""
+    servers = []
+
+    def serve(app):
+        server = make_server("127.0.0.1", 0, app, ThreadingWSGIServer, handler_class=QuietHandler)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+        return f"http://127.0.0.1:{server.server_port}"
+
+    yield serve
+    for server in servers:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture
+def raw_backend():
+    """Answer every connection with fixed bytes, written in the test; return the URL."""
+    servers = []
+
+    def serve(response_bytes):
+        sock = listening_socket()
+        servers.append(sock)
+
+        def answer_forever():
+            while True:
+                try:
+                    conn, _addr = sock.accept()
+                except OSError:
+                    return
+                with conn:
+                    read_request_head(conn)
+                    conn.sendall(response_bytes)
+
+        threading.Thread(target=answer_forever, daemon=True).start()
+        return url_of(sock)
+
+    yield serve
+    for sock in servers:
+        sock.close()
+
+
+def read_request_head(conn):
+    """Read from a connection until the end of the request head."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = conn.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def retarget_fruit_backends(demo_backends):
+    """Point the demo fixture's backends at the test servers, through the ORM."""
+    for backend in Backend.objects.all():
+        port = int(backend.url.rsplit(":", 1)[1])
+        name, index = FRUIT_PORTS[port]
+        backend.url = demo_backends[name][index]
+        backend.save()
+
+
+@pytest.fixture
+def fruit_routes(db, demo_backends):
+    """The demo routes, loaded with loaddata, served by the test backends."""
+    call_command("loaddata", "fruit_routes", verbosity=0)
+    retarget_fruit_backends(demo_backends)
+
+
+@pytest.fixture
+def make_route(db):
+    """Create a pool with the given backend URLs and a rule for it; return the pool."""
+
+    def make(backend_urls, host="", prefix=None, **options):
+        pool = Pool.objects.create(name=f"pool{Pool.objects.count() + 1}")
+        for url in backend_urls:
+            Backend.objects.create(pool=pool, url=url)
+        if prefix is None:
+            HostRule.objects.create(host=host, pool=pool, **options)
+        else:
+            PathRule.objects.create(host=host, prefix=prefix, pool=pool, **options)
+        return pool
+
+    return make
+
+
+@pytest.fixture(autouse=True)
+def fresh_route_table():
+    """Start every test with no cached table: a rolled-back test sends no signal."""
+    clear_route_table()
+    yield
+    clear_route_table()
+
+
+class FlaskLikeClient(Client):
+    """Django's test client with two habits of Flask's (it sends Host: localhost,
+    and a streamed response's body is read into .content) and one of gunicorn's:
+    the raw request target is in RAW_URI, as the client wrote it."""
+
+    def __init__(self, **kwargs):
+        super().__init__(headers={"host": "localhost"}, **kwargs)
+
+    def generic(self, method, path, *args, **extra):
+        query = extra.get("QUERY_STRING")
+        extra.setdefault("RAW_URI", f"{path}?{query}" if query else path)
+        return super().generic(method, path, *args, **extra)
+
+    def request(self, **request):
+        response = super().request(**request)
+        if response.streaming:
+            body = b"".join(response.streaming_content)
+            response.close()
+            cls = type(response)
+            response.__class__ = type(f"Read{cls.__name__}", (cls,), {"content": body})
+        return response
+
+
+@pytest.fixture
+def client():
+    """The test client the tutorial's tests expect (see FlaskLikeClient)."""
+    return FlaskLikeClient()

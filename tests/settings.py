@@ -1,0 +1,17 @@
+"""Settings for the test run: the project's own, with a throwaway secret key."""
+
+import os
+import secrets
+
+os.environ.setdefault("SECRET_KEY", secrets.token_urlsafe(50))
+
+from lbsite.settings import *  # noqa: E402,F403
+
+# Test-client tests see their own writes through the signals; the background
+# refresher is exercised by the end-to-end tests under gunicorn.
+ROUTE_TABLE_REFRESH_INTERVAL = 0
+
+# The test client serves the admin's static files from the apps themselves;
+# gunicorn runs in the end-to-end tests serve them from collectstatic's output.
+STATIC_ROOT = None
+WHITENOISE_USE_FINDERS = True

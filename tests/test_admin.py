@@ -1,0 +1,144 @@
+"""Editing the routing table in the admin, through Django's test client."""
+
+import pytest
+from django.contrib.auth import get_user_model
+
+from routing.models import Backend, HostRule, PathRule, Pool, RoutingVersion
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def admin_client(client):
+    user = get_user_model().objects.create_superuser("admin", password="pw-for-tests")
+    client.force_login(user)
+    return client
+
+
+@pytest.fixture
+def mango(demo_backends):
+    pool = Pool.objects.create(name="mango")
+    Backend.objects.create(pool=pool, url=demo_backends["mango"][0])
+    return pool
+
+
+def test_admin_index_lists_the_routing_models(admin_client):
+    page = admin_client.get("/admin/").content.decode()
+    for name in ("Pools", "Backends", "Host rules", "Path rules"):
+        assert name in page
+
+
+def test_host_rule_added_in_the_admin_routes_at_once(admin_client, mango):
+    assert admin_client.get("/", headers={"Host": "www.mango.com"}).status_code == 404
+    result = admin_client.post(
+        "/admin/routing/hostrule/add/",
+        {"host": "WWW.Mango.com", "pool": mango.pk, "enabled": "on"},
+    )
+    assert result.status_code == 302, result.content.decode()
+    assert HostRule.objects.get().host == "www.mango.com"
+    routed = admin_client.get("/", headers={"Host": "www.mango.com"})
+    assert routed.content == b"This is the mango application."
+
+
+@pytest.mark.parametrize(
+    ("url", "form", "message"),
+    [
+        (
+            "/admin/routing/hostrule/add/",
+            {"host": "http://www.mango.com/"},
+            "Enter a host name such as www.mango.com",
+        ),
+        (
+            "/admin/routing/pathrule/add/",
+            {"prefix": "mango", "strip_prefix": "on"},
+            "A prefix starts with &#x27;/&#x27;",
+        ),
+    ],
+)
+def test_invalid_rules_are_refused_with_a_clear_message(admin_client, mango, url, form, message):
+    result = admin_client.post(url, {**form, "pool": mango.pk, "enabled": "on"})
+    assert result.status_code == 200
+    assert message in result.content.decode()
+    assert not HostRule.objects.exists() and not PathRule.objects.exists()
+
+
+def test_backend_url_with_credentials_is_refused_in_the_pool_form(admin_client, mango):
+    result = admin_client.post(
+        f"/admin/routing/pool/{mango.pk}/change/",
+        {
+            "name": "mango",
+            "algorithm": "random",
+            "connect_timeout": "3",
+            "read_timeout": "30",
+            "health_check_path": "/healthcheck",
+            "backends-TOTAL_FORMS": "2",
+            "backends-INITIAL_FORMS": "1",
+            "backends-0-id": mango.backends.get().pk,
+            "backends-0-pool": mango.pk,
+            "backends-0-url": mango.backends.get().url,
+            "backends-0-weight": "1",
+            "backends-0-enabled": "on",
+            "backends-1-pool": mango.pk,
+            "backends-1-url": "http://user:pw@127.0.0.1:8082/app",
+            "backends-1-weight": "1",
+            "backends-1-enabled": "on",
+        },
+    )
+    assert result.status_code == 200
+    assert "A backend URL carries no credentials." in result.content.decode()
+    assert mango.backends.count() == 1
+
+
+def test_duplicate_host_rule_is_refused(admin_client, mango):
+    HostRule.objects.create(host="www.mango.com", pool=mango)
+    result = admin_client.post(
+        "/admin/routing/hostrule/add/", {"host": "www.mango.com", "pool": mango.pk}
+    )
+    assert "Host rule with this Host already exists." in result.content.decode()
+
+
+def test_deleting_a_pool_in_use_is_refused_naming_its_rules(admin_client, mango):
+    HostRule.objects.create(host="www.mango.com", pool=mango)
+    PathRule.objects.create(prefix="/mango", pool=mango)
+    page = admin_client.get(f"/admin/routing/pool/{mango.pk}/delete/").content.decode()
+    assert "would require deleting the following protected related objects" in page
+    assert "www.mango.com → mango" in page
+    assert "*/mango → mango" in page
+    admin_client.post(f"/admin/routing/pool/{mango.pk}/delete/", {"post": "yes"})
+    assert Pool.objects.filter(pk=mango.pk).exists()
+
+
+def test_disable_action_bumps_the_version_and_stops_routing(admin_client, mango):
+    rule = HostRule.objects.create(host="www.mango.com", pool=mango)
+    assert admin_client.get("/", headers={"Host": "www.mango.com"}).status_code == 200
+    before = RoutingVersion.current()
+    admin_client.post(
+        "/admin/routing/hostrule/",
+        {"action": "disable_selected", "_selected_action": [rule.pk]},
+    )
+    assert RoutingVersion.current() > before
+    assert admin_client.get("/", headers={"Host": "www.mango.com"}).status_code == 404
+
+
+def test_admin_lists_show_rules_and_backends(admin_client, mango):
+    HostRule.objects.create(host="www.mango.com", pool=mango)
+    PathRule.objects.create(prefix="/mango", pool=mango)
+    assert "www.mango.com" in admin_client.get("/admin/routing/hostrule/").content.decode()
+    paths = admin_client.get("/admin/routing/pathrule/").content.decode()
+    assert "/mango" in paths and "any host" in paths
+    pools = admin_client.get("/admin/routing/pool/").content.decode()
+    assert mango.backends.get().url in pools
+    backends = admin_client.get("/admin/routing/backend/").content.decode()
+    assert "healthy" in backends
+
+
+def test_admin_is_not_served_for_other_hosts(admin_client, mango):
+    HostRule.objects.create(host="www.mango.com", pool=mango)
+    result = admin_client.get("/admin/", headers={"Host": "www.mango.com"})
+    assert result.content == b"This is the mango application."
+
+
+def test_admin_pages_keep_django_security_headers(admin_client):
+    result = admin_client.get("/admin/")
+    assert result["X-Frame-Options"] == "DENY"
+    assert result["X-Content-Type-Options"] == "nosniff"
