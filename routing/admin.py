@@ -5,6 +5,12 @@ from django.utils.html import format_html
 
 from .models import Backend, HostRule, PathRule, Pool
 
+admin.site.site_header = "Load balancer administration"
+admin.site.site_title = "Load balancer"
+admin.site.index_title = "Routing table and accounts"
+# "/" on an admin host is routed to a backend, not a page of the balancer.
+admin.site.site_url = None
+
 
 @admin.action(description="Enable selected %(verbose_name_plural)s")
 def enable_selected(modeladmin, request, queryset):
@@ -65,6 +71,7 @@ class BackendAdmin(admin.ModelAdmin):
 @admin.register(HostRule)
 class HostRuleAdmin(admin.ModelAdmin):
     list_display = ("host", "pool", "enabled", "preserve_host")
+    fields = ("host", "pool", "enabled", "preserve_host")
     list_filter = ("enabled", "pool")
     search_fields = ("host", "pool__name")
     list_select_related = ("pool",)

@@ -8,12 +8,14 @@ from .views import proxy_view
 
 def is_balancer_page(request):
     """Whether the request is for the admin, its static files or the liveness URL."""
-    if normalise_host(request.META.get("HTTP_HOST")) not in settings.ADMIN_HOSTS:
-        return False
+    # The path test is the cheap one, and fails for nearly all proxied traffic.
     path = request.path_info
-    return any(
-        path == prefix or path.startswith(prefix + "/")
-        for prefix in settings.BALANCER_PATH_PREFIXES
+    return (
+        any(
+            path == prefix or path.startswith(prefix + "/")
+            for prefix in settings.BALANCER_PATH_PREFIXES
+        )
+        and normalise_host(request.META.get("HTTP_HOST")) in settings.ADMIN_HOSTS
     )
 
 

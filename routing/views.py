@@ -24,9 +24,10 @@ ERROR_BODIES = {
 
 def error_response(status):
     """Return the balancer's own plain-text answer for an error status."""
-    return HttpResponse(
-        ERROR_BODIES[status], status=status, content_type="text/plain; charset=utf-8"
-    )
+    body = ERROR_BODIES[status].encode()
+    response = HttpResponse(body, status=status, content_type="text/plain; charset=utf-8")
+    response["Content-Length"] = len(body)
+    return response
 
 
 @csrf_exempt

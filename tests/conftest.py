@@ -84,6 +84,17 @@ def start_gunicorn(app, sock, env=None, workers=1, threads=4):
     )
 
 
+def manage(env, *args):
+    """Run a management command in a subprocess, against the database env names."""
+    subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=PROJECT_ROOT,
+        env=env,
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+
+
 def stop(process):
     """End a server process this test run started."""
     process.terminate()

@@ -7,8 +7,6 @@ import os
 import re
 import secrets
 import socket
-import subprocess
-import sys
 import time
 
 import pytest
@@ -17,6 +15,7 @@ import requests
 from .conftest import (
     PROJECT_ROOT,
     listening_socket,
+    manage,
     start_gunicorn,
     stop,
     url_of,
@@ -26,17 +25,6 @@ from .conftest import (
 ADMIN_PASSWORD = secrets.token_urlsafe(16)
 WORKERS = 2
 PROPAGATION_BOUND = 5  # seconds; the product promises 1 s, `make bench` measures it
-
-
-def manage(env, *args):
-    """Run a management command against the end-to-end database."""
-    subprocess.run(
-        [sys.executable, "manage.py", *args],
-        cwd=PROJECT_ROOT,
-        env=env,
-        check=True,
-        stdout=subprocess.DEVNULL,
-    )
 
 
 def demo_fixture(demo_backends):
@@ -127,13 +115,19 @@ def test_chunked_upload_arrives_complete(balancer):
     assert seen["body_sha256"] == hashlib.sha256(body).hexdigest()
 
 
-def test_missing_host_gets_400(balancer):
+def exchange(balancer, request_bytes):
+    """Send raw bytes on a new connection and return everything that comes back."""
     host, port = balancer.removeprefix("http://").split(":")
     with socket.create_connection((host, int(port)), timeout=5) as conn:
-        conn.sendall(b"GET /mango HTTP/1.1\r\nConnection: close\r\n\r\n")
+        conn.sendall(request_bytes)
         answer = b""
         while chunk := conn.recv(65536):
             answer += chunk
+    return answer
+
+
+def test_missing_host_gets_400(balancer):
+    answer = exchange(balancer, b"GET /mango HTTP/1.1\r\nConnection: close\r\n\r\n")
     assert answer.startswith(b"HTTP/1.1 400 ")
 
 
@@ -201,3 +195,13 @@ def test_admin_edit_reaches_every_worker_without_restart(balancer):
         assert time.monotonic() < deadline, f"some worker still answers {answers}"
         time.sleep(0.05)
     assert get(balancer, "www.kiwi.com").text == "This is the apple application."
+
+
+def test_head_answer_has_the_backends_headers_and_no_body(balancer):
+    answer = exchange(
+        balancer, b"HEAD /mango/ HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 ")
+    assert b"\r\nContent-Length: 30\r\n" in head + b"\r\n"
+    assert body == b""

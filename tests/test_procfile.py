@@ -11,7 +11,7 @@ import time
 import pytest
 import requests
 
-from .conftest import PROJECT_ROOT
+from .conftest import PROJECT_ROOT, manage
 
 PORTS = {
     "mango1": 8081,
@@ -51,14 +51,8 @@ def run_env(tmp_path):
         "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}",
         "SECRET_KEY": secrets.token_urlsafe(50),
     }
-    for command in (["migrate", "--noinput"], ["load_demo_routes"]):
-        subprocess.run(
-            [sys.executable, "manage.py", *command],
-            cwd=PROJECT_ROOT,
-            env=env,
-            check=True,
-            stdout=subprocess.DEVNULL,
-        )
+    manage(env, "migrate", "--noinput")
+    manage(env, "load_demo_routes")
     return env
 
 

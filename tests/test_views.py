@@ -148,6 +148,7 @@ class TestErrors:
         assert result.status_code == status
         assert result.content == body
         assert result["Content-Type"] == "text/plain; charset=utf-8"
+        assert result["Content-Length"] == str(len(body))
 
     def test_unknown_host_returns_404(self, client, fruit_routes):
         result = client.get("/", headers={"Host": "www.notmango.com"})
