@@ -63,9 +63,6 @@ class HostRoutes:
         return cls(MappingProxyType(by_prefix), max(map(len, by_prefix), default=0))
 
 
-EMPTY_HOST_ROUTES = HostRoutes.from_routes(())
-
-
 @dataclass(frozen=True)
 class RouteTable:
     """Every enabled route, indexed by exact host, wildcard suffix and any host."""
@@ -74,7 +71,6 @@ class RouteTable:
     exact: MappingProxyType
     wildcard: MappingProxyType
     any_host: HostRoutes
-    routes: tuple[Route, ...]
 
     @classmethod
     def from_routes(cls, routes, version=0):
@@ -94,8 +90,4 @@ class RouteTable:
             exact=MappingProxyType(exact),
             wildcard=MappingProxyType(wildcard),
             any_host=HostRoutes.from_routes(groups.get("", {}).values()),
-            routes=tuple(routes),
         )
-
-
-EMPTY_TABLE = RouteTable.from_routes(())

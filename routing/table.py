@@ -88,18 +88,23 @@ def get_route_table():
     """Return this process's route table, building it on first use."""
     table = _table
     if table is None:
-        table = refresh_route_table()
+        with _lock:
+            # Another thread may have built it while this one waited.
+            table = _table if _table is not None else _build_and_install()
     ensure_refresher()
     return table
 
 
 def refresh_route_table():
     """Build the table now and make it the one requests read."""
-    global _table
     with _lock:
-        table = build_route_table()
-        _table = table
-    return table
+        return _build_and_install()
+
+
+def _build_and_install():
+    global _table
+    _table = build_route_table()
+    return _table
 
 
 def clear_route_table():
