@@ -1,6 +1,8 @@
 # Thin wrappers over the commands the README documents.
 VENV ?= .venv
 BIN := $(abspath $(VENV))/bin
+# httpbin, a test backend, pins an old greenlet: it gets a virtualenv of its own.
+HTTPBIN_BIN := $(abspath .venv-httpbin)/bin
 PYTHON ?= python3
 export PATH := $(BIN):$(PATH)
 
@@ -9,6 +11,11 @@ export PATH := $(BIN):$(PATH)
 $(BIN)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.txt
+	touch $@
+
+$(HTTPBIN_BIN)/.installed: tests/httpbin/requirements.txt
+	$(PYTHON) -m venv .venv-httpbin
+	$(HTTPBIN_BIN)/pip install --quiet --disable-pip-version-check -r tests/httpbin/requirements.txt
 	touch $@
 
 # A secret key made once per checkout; honcho reads .env for every command.
@@ -24,8 +31,8 @@ run: $(BIN)/.installed .env
 	honcho start
 
 ## test: lint, then the whole test suite
-test: $(BIN)/.installed lint
-	pytest
+test: $(BIN)/.installed $(HTTPBIN_BIN)/.installed lint
+	HTTPBIN_GUNICORN=$(HTTPBIN_BIN)/gunicorn pytest
 
 lint: $(BIN)/.installed
 	ruff check .
@@ -44,4 +51,4 @@ down:
 	docker compose down
 
 clean:
-	rm -rf $(VENV) staticfiles .pytest_cache .ruff_cache
+	rm -rf $(VENV) .venv-httpbin staticfiles .pytest_cache .ruff_cache

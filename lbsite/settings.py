@@ -1,5 +1,6 @@
 """Settings for the balancer, read from the environment (see README, "Settings")."""
 
+import ipaddress
 import os
 from pathlib import Path
 
@@ -50,8 +51,19 @@ ROUTE_TABLE_REFRESH_INTERVAL = float(os.environ.get("ROUTE_TABLE_REFRESH_INTERVA
 # The name this balancer gives itself in the Via header it adds both ways.
 VIA_PSEUDONYM = os.environ.get("VIA_PSEUDONYM", "django-lb")
 
-# Paths of the balancer's own pages; on the admin hosts they shadow the rules.
-BALANCER_PATH_PREFIXES = ("/admin", "/healthz", "/static")
+# Requests with a larger body get 413 (before it is read, when Content-Length
+# tells). Default 1 GiB.
+MAX_BODY_SIZE = int(os.environ.get("MAX_BODY_SIZE", str(1024**3)))
+
+# Proxies (addresses or CIDR networks) whose X-Forwarded-For is kept and
+# appended to; from anyone else it is replaced by the peer address.
+TRUSTED_PROXIES = [
+    ipaddress.ip_network(network, strict=False) for network in env_list("TRUSTED_PROXIES", "")
+]
+
+# First path segments of the balancer's own pages; on the admin hosts they
+# shadow the rules. STATIC_URL below lives under "static".
+BALANCER_PAGES = frozenset({"admin", "healthz", "static"})
 
 INSTALLED_APPS = [
     "django.contrib.admin",

@@ -41,6 +41,11 @@ class PoolAdmin(admin.ModelAdmin):
     list_filter = ("algorithm",)
     search_fields = ("name", "backends__url")
     inlines = [BackendInline]
+    fieldsets = [
+        (None, {"fields": ["name", "algorithm", "health_check_path"]}),
+        ("Timeouts", {"fields": ["connect_timeout", "read_timeout"]}),
+        ("TLS to https:// backends", {"fields": ["tls_verify", "tls_ca_bundle"]}),
+    ]
 
     @admin.display(description="Backends")
     def backend_list(self, pool):

@@ -2,21 +2,19 @@
 
 from django.conf import settings
 
-from .resolver import normalise_host
+from .proxy import raw_target
+from .resolver import normalise_host, path_segments, split_target
 from .views import proxy_view
 
 
 def is_balancer_page(request):
-    """Whether the request is for the admin, its static files or the liveness URL."""
-    # The path test is the cheap one, and fails for nearly all proxied traffic.
-    path = request.path_info
-    return (
-        any(
-            path == prefix or path.startswith(prefix + "/")
-            for prefix in settings.BALANCER_PATH_PREFIXES
-        )
-        and normalise_host(request.META.get("HTTP_HOST")) in settings.ADMIN_HOSTS
-    )
+    """Whether the request's path is under one of the balancer's own pages.
+
+    The raw target is read as the resolver reads it (decoded, dot segments
+    removed): "/admin/../x" is routed, and "/x/../admin/" never reaches a backend.
+    """
+    target = split_target(raw_target(request))
+    return target is not None and path_segments(target[0])[0][1] in settings.BALANCER_PAGES
 
 
 class ProxyMiddleware:
@@ -24,13 +22,15 @@ class ProxyMiddleware:
 
     Placed first, it keeps sessions, CSRF, security headers and clickjacking
     protection on the balancer's own pages and off proxied traffic, whose
-    responses must carry only what the backend sent.
+    responses must carry only what the backend sent. The own pages exist for
+    the admin hosts only.
     """
 
     def __init__(self, get_response):
         self.get_response = get_response
 
     def __call__(self, request):
-        if is_balancer_page(request):
+        host = normalise_host(request.META.get("HTTP_HOST"))
+        if host in settings.ADMIN_HOSTS and is_balancer_page(request):
             return self.get_response(request)
-        return proxy_view(request)
+        return proxy_view(request, host)

@@ -1,11 +1,13 @@
 """The routing table as the admin edits it: pools of backends and the rules that pick them."""
 
+import contextlib
+import os
 import re
-from urllib.parse import urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 from django.core.exceptions import ValidationError
 from django.core.validators import MinValueValidator
-from django.db import models
+from django.db import IntegrityError, models, transaction
 from django.db.models import F
 from django.dispatch import Signal
 
@@ -16,8 +18,10 @@ ALGORITHM_CHOICES = [
 # Sent after every change to the routing rules, once the version is bumped.
 routing_changed = Signal()
 
-HOST_LABEL_RE = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
+HOST_LABEL_RE = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)")
 MAX_HOST_LENGTH = 253
+# Characters a path segment may hold unencoded (RFC 3986 pchar), bar "%".
+PREFIX_SAFE_CHARACTERS = "!$&'()*+,;=:@-._~"
 
 
 def normalise_host_pattern(value):
@@ -33,7 +37,7 @@ def validate_host_pattern(value):
     if (
         not name
         or len(name) > MAX_HOST_LENGTH
-        or not all(HOST_LABEL_RE.match(label) for label in labels)
+        or not all(HOST_LABEL_RE.fullmatch(label) for label in labels)
     ):
         raise ValidationError(
             "Enter a host name such as www.mango.com, or a wildcard such as "
@@ -47,19 +51,34 @@ def validate_host_pattern(value):
         )
 
 
+def prefix_segments(prefix):
+    """Return a prefix's segments percent-decoded, as request paths are matched."""
+    return [unquote(segment) for segment in prefix.strip("/").split("/")] if prefix != "/" else []
+
+
+def canonical_prefix(prefix):
+    """Return the one spelling of a prefix: each segment decoded, then encoded once.
+
+    "/%6Dango/" and "/mango" match the same requests, so both are stored as
+    "/mango"; an encoded slash stays encoded inside its segment.
+    """
+    segments = prefix_segments(prefix)
+    return "/" + "/".join(quote(segment, safe=PREFIX_SAFE_CHARACTERS) for segment in segments)
+
+
 def validate_prefix(value):
     """Refuse a path prefix that could not match a request path as written."""
     if not value.startswith("/"):
         raise ValidationError("A prefix starts with '/', e.g. /mango.", code="prefix_without_slash")
-    if any(char in value for char in "?# \t\r\n"):
+    if any(char in value for char in "?#") or not value.isprintable() or " " in value:
         raise ValidationError(
-            "A prefix is a path only: no query, fragment or white space.",
+            "A prefix is a path only: no query, fragment, spaces or control characters.",
             code="prefix_not_a_path",
         )
-    segments = value.strip("/").split("/")
-    if value != "/" and any(segment in ("", ".", "..") for segment in segments):
+    if any(segment in ("", ".", "..") for segment in prefix_segments(value.rstrip("/") or "/")):
         raise ValidationError(
-            "A prefix has no empty, '.' or '..' segments, e.g. /api/v1.",
+            "A prefix has no empty, '.' or '..' segments (written plainly or "
+            "percent-encoded), e.g. /api/v1.",
             code="prefix_bad_segment",
         )
 
@@ -80,12 +99,18 @@ def validate_backend_url(value):
         raise ValidationError(
             "A backend URL carries no credentials.", code="backend_url_credentials"
         )
-    if parts.path not in ("", "/") or parts.query or parts.fragment:
+    if parts.path not in ("", "/") or "?" in value or "#" in value:
         raise ValidationError(
             "A backend URL has no path, query or fragment: the request's own "
             "path is appended to it.",
             code="backend_url_path",
         )
+
+
+def validate_ca_bundle(value):
+    """Refuse a CA bundle path that this machine cannot read."""
+    if value and not os.access(value, os.R_OK):
+        raise ValidationError(f"No readable file at {value}.", code="ca_bundle_unreadable")
 
 
 class RoutingQuerySet(models.QuerySet):
@@ -107,6 +132,11 @@ class RoutingQuerySet(models.QuerySet):
         return rows
 
 
+class PoolQuerySet(RoutingQuerySet):
+    def get_by_natural_key(self, name):
+        return self.get(name=name)
+
+
 class RoutingVersion(models.Model):
     """A single row whose number every change to the routing rules increases."""
 
@@ -123,8 +153,13 @@ class RoutingVersion(models.Model):
     @classmethod
     def bump(cls):
         """Increase the version, creating its row on first use."""
-        if not cls.objects.filter(pk=cls.SINGLETON_ID).update(version=F("version") + 1):
-            cls.objects.get_or_create(pk=cls.SINGLETON_ID, defaults={"version": 1})
+        bumped = cls.objects.filter(pk=cls.SINGLETON_ID).update(version=F("version") + 1)
+        if not bumped:
+            try:
+                with transaction.atomic():
+                    cls.objects.create(pk=cls.SINGLETON_ID, version=1)
+            except IntegrityError:  # another writer created it first
+                cls.objects.filter(pk=cls.SINGLETON_ID).update(version=F("version") + 1)
         routing_changed.send(sender=cls)
 
     @classmethod
@@ -159,6 +194,21 @@ class Pool(models.Model):
         validators=[MinValueValidator(0.001)],
         help_text="Seconds to wait for each read from a backend, e.g. 30.",
     )
+    tls_verify = models.BooleanField(
+        "verify TLS certificates",
+        default=True,
+        help_text="For https:// backends: check their certificates. Untick "
+        "only for backends you reach over a network you trust.",
+    )
+    tls_ca_bundle = models.CharField(
+        "CA bundle",
+        max_length=500,
+        blank=True,
+        validators=[validate_ca_bundle],
+        help_text="For https:// backends with a private CA: path of a PEM "
+        "file of trusted certificates, e.g. /etc/ssl/private-ca.pem. Blank: "
+        "the system's trusted CAs.",
+    )
     health_check_path = models.CharField(
         max_length=200,
         default="/healthcheck",
@@ -166,13 +216,16 @@ class Pool(models.Model):
         help_text="Path that active health checks request, e.g. /healthcheck.",
     )
 
-    objects = RoutingQuerySet.as_manager()
+    objects = PoolQuerySet.as_manager()
 
     class Meta:
         ordering = ["name"]
 
     def __str__(self):
         return self.name
+
+    def natural_key(self):
+        return (self.name,)
 
 
 class Backend(models.Model):
@@ -212,7 +265,8 @@ class Backend(models.Model):
         return f"{self.url} ({self.pool})"
 
     def clean(self):
-        self.url = self.url.strip().rstrip("/").lower()
+        parts = urlsplit(self.url.strip())
+        self.url = f"{parts.scheme}://{parts.netloc}".lower()
 
 
 class Rule(models.Model):
@@ -300,8 +354,9 @@ class PathRule(Rule):
 
     def clean(self):
         self.host = normalise_host_pattern(self.host)
-        if len(self.prefix) > 1:
-            self.prefix = self.prefix.rstrip("/")
+        with contextlib.suppress(ValidationError):  # a bad prefix is the field's error
+            validate_prefix(self.prefix)
+            self.prefix = canonical_prefix(self.prefix)
         if self.host and self.prefix == "/" and HostRule.objects.filter(host=self.host).exists():
             raise ValidationError(
                 {

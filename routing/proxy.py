@@ -1,59 +1,106 @@
 """The one transport: forward a request to a backend with requests, streaming both ways."""
 
+import http.client
+import logging
+
 import requests
+import urllib3
 from django.conf import settings
 from django.http import StreamingHttpResponse
 from requests.adapters import HTTPAdapter
 from requests.structures import CaseInsensitiveDict
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.util import SKIP_HEADER
 
-# RFC 9110 §7.6.1: meaningful for one connection only, never forwarded; plus
-# the proxy credentials, which are for this hop alone.
-HOP_BY_HOP_HEADERS = frozenset(
-    {
-        "connection",
-        "keep-alive",
-        "proxy-connection",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
-        "proxy-authorization",
-        "proxy-authenticate",
-    }
-)
+from . import headers
 
-# Set by the balancer itself on the way to the backend, never taken from the
-# client as sent. Expect is answered by gunicorn, so the backend never needs it.
-REPLACED_REQUEST_HEADERS = frozenset(
-    {
-        "host",
-        "expect",
-        "x-forwarded-for",
-        "x-forwarded-host",
-        "x-forwarded-proto",
-        "x-forwarded-port",
-        "x-forwarded-prefix",
-    }
-)
+logger = logging.getLogger(__name__)
 
 # Headers that urllib3 or http.client would add on their own when absent;
 # SKIP_HEADER keeps the request as the client sent it.
 SKIPPABLE_DEFAULT_HEADERS = ("Accept-Encoding", "User-Agent")
 
 CHUNK_SIZE = 64 * 1024
+POOL_CONNECTIONS = 32
 POOL_MAXSIZE = 64
+
+
+class InvalidUpstreamResponse(requests.RequestException):
+    """The backend answered with something that is not a usable HTTP response."""
+
+
+class BodyTooLarge(Exception):
+    """The client's body is larger than MAX_BODY_SIZE."""
+
+
+class FinalResponse(http.client.HTTPResponse):
+    """An http.client response that skips every 1xx interim answer, not only 100.
+
+    A 103 Early Hints (or 102 Processing) must never be taken for the final
+    response; 101 is left alone, since an Upgrade is never forwarded.
+    """
+
+    def _read_status(self):
+        while True:
+            version, status, reason = super()._read_status()
+            if not 100 <= status < 200 or status == 101:
+                return version, status, reason
+            http.client.parse_headers(self.fp)
+
+
+# urllib3 re-encodes every request target (upper-cases %7e, encodes `|`, a lone
+# `%`, ...). The raw target rides to the connection under this key instead,
+# which the connection takes out of the headers before anything is sent.
+RAW_TARGET_KEY = "X-Django-Lb-Raw-Target"
+
+
+class RawTargetMixin:
+    """Send the request target exactly as the client wrote it, and skip 1xx answers."""
+
+    response_class = FinalResponse
+
+    def request(self, method, url, body=None, headers=None, **kwargs):
+        if headers and RAW_TARGET_KEY in headers:
+            url = headers[RAW_TARGET_KEY]
+            headers = {name: value for name, value in headers.items() if name != RAW_TARGET_KEY}
+        return super().request(method, url, body, headers, **kwargs)
+
+
+class UpstreamHTTPConnection(RawTargetMixin, urllib3.connection.HTTPConnection):
+    pass
+
+
+class UpstreamHTTPSConnection(RawTargetMixin, urllib3.connection.HTTPSConnection):
+    pass
+
+
+class UpstreamHTTPPool(HTTPConnectionPool):
+    ConnectionCls = UpstreamHTTPConnection
+
+
+class UpstreamHTTPSPool(HTTPSConnectionPool):
+    ConnectionCls = UpstreamHTTPSConnection
+
+
+class UpstreamAdapter(HTTPAdapter):
+    """requests' adapter, with connections that keep the raw target and skip 1xx."""
+
+    def init_poolmanager(self, *args, **kwargs):
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = {
+            "http": UpstreamHTTPPool,
+            "https": UpstreamHTTPSPool,
+        }
+
 
 SESSION = requests.Session()
 # The upstream URL is always a backend's own base URL: no proxies or .netrc
 # from the environment, and no per-request environment lookups.
 SESSION.trust_env = False
-SESSION.mount("http://", HTTPAdapter(pool_connections=32, pool_maxsize=POOL_MAXSIZE))
-SESSION.mount("https://", HTTPAdapter(pool_connections=32, pool_maxsize=POOL_MAXSIZE))
-
-
-class InvalidUpstreamResponse(requests.RequestException):
-    """The backend answered with something that is not a usable HTTP response."""
+for scheme in ("http://", "https://"):
+    SESSION.mount(
+        scheme, UpstreamAdapter(pool_connections=POOL_CONNECTIONS, pool_maxsize=POOL_MAXSIZE)
+    )
 
 
 def raw_target(request):
@@ -64,77 +111,68 @@ def raw_target(request):
     return meta.get("RAW_URI") or meta.get("REQUEST_URI") or request.get_full_path()
 
 
-def connection_tokens(value):
-    """Return the lower-cased header names listed in a Connection header."""
-    return {token.strip().lower() for token in value.split(",") if token.strip()}
-
-
-def client_headers(meta):
-    """Yield (name, value) for each header the client sent, from the WSGI environ."""
-    for key, value in meta.items():
-        if key.startswith("HTTP_"):
-            yield key[5:].replace("_", "-").title(), value
-        elif key in ("CONTENT_TYPE", "CONTENT_LENGTH") and value:
-            yield key.replace("_", "-").title(), value
-
-
 def upstream_request_headers(request, match):
     """Return the headers the backend receives: the client's, filtered, plus forwarding ones."""
     meta = request.META
-    dropped = HOP_BY_HOP_HEADERS | REPLACED_REQUEST_HEADERS
-    dropped |= connection_tokens(meta.get("HTTP_CONNECTION", ""))
-    headers = CaseInsensitiveDict(
-        (name, value) for name, value in client_headers(meta) if name.lower() not in dropped
+    peer = meta.get("REMOTE_ADDR", "")
+    trusted = headers.is_trusted(peer, settings.TRUSTED_PROXIES)
+    dropped = headers.HOP_BY_HOP_HEADERS | headers.REPLACED_REQUEST_HEADERS
+    dropped |= headers.connection_tokens(meta.get("HTTP_CONNECTION", ""))
+    if not trusted:
+        dropped |= headers.CLIENT_ADDRESS_HEADERS
+    sent = CaseInsensitiveDict(
+        (name, value)
+        for name, value in headers.client_headers(meta)
+        # SKIP_HEADER is urllib3's marker for "send no such header": a client
+        # must not be able to smuggle it in as a value.
+        if name.lower() not in dropped and value != SKIP_HEADER
     )
-    if "Cookie" in headers:
-        cookie = without_admin_cookies(headers["Cookie"])
+    if "Cookie" in sent:
+        cookie = headers.without_cookies(sent["Cookie"], admin_cookie_names())
         if cookie:
-            headers["Cookie"] = cookie
+            sent["Cookie"] = cookie
         else:
-            del headers["Cookie"]
+            del sent["Cookie"]
     for name in SKIPPABLE_DEFAULT_HEADERS:
-        headers.setdefault(name, SKIP_HEADER)
+        sent.setdefault(name, SKIP_HEADER)
     client_host = meta.get("HTTP_HOST", "")
     if match.route.preserve_host:
-        headers["Host"] = client_host
-    headers["X-Forwarded-For"] = meta.get("REMOTE_ADDR", "")
-    headers["X-Forwarded-Host"] = client_host
-    headers["X-Forwarded-Proto"] = request.scheme
-    headers["X-Forwarded-Port"] = meta.get("SERVER_PORT", "")
+        sent["Host"] = client_host
+    previous = meta.get("HTTP_X_FORWARDED_FOR")
+    sent["X-Forwarded-For"] = f"{previous}, {peer}" if trusted and previous else peer
+    sent["X-Forwarded-Host"] = client_host
+    sent["X-Forwarded-Proto"] = request.scheme
+    sent["X-Forwarded-Port"] = headers.forwarded_port(client_host, request.scheme)
     if match.stripped_prefix:
-        headers["X-Forwarded-Prefix"] = match.stripped_prefix
-    headers["Via"] = with_via(meta.get("HTTP_VIA"), meta.get("SERVER_PROTOCOL"))
-    return headers
+        sent["X-Forwarded-Prefix"] = match.stripped_prefix
+    sent["Via"] = headers.with_via(
+        meta.get("HTTP_VIA"), meta.get("SERVER_PROTOCOL") or "HTTP/1.1", settings.VIA_PSEUDONYM
+    )
+    return sent
 
 
-def without_admin_cookies(cookie_header):
-    """Return a Cookie header without the balancer admin's own cookies."""
-    own = {settings.SESSION_COOKIE_NAME, settings.CSRF_COOKIE_NAME}
-    kept = [
-        pair
-        for pair in cookie_header.split(";")
-        if pair.strip() and pair.split("=", 1)[0].strip() not in own
-    ]
-    return ";".join(kept).strip()
-
-
-def with_via(previous, protocol):
-    """Return a Via header value with this balancer appended to what came before."""
-    version = (protocol or "HTTP/1.1").removeprefix("HTTP/")
-    hop = f"{version} {settings.VIA_PSEUDONYM}"
-    return f"{previous}, {hop}" if previous else hop
+def admin_cookie_names():
+    """Return the balancer admin's own cookies, never forwarded to a backend."""
+    return {settings.SESSION_COOKIE_NAME, settings.CSRF_COOKIE_NAME}
 
 
 def request_body(meta):
-    """Return an iterator over the request body read from the WSGI input, or None."""
+    """Return an iterator over the request body read from the WSGI input, or None.
+
+    Raises BodyTooLarge at once when Content-Length is over the limit, and
+    from the iterator when a chunked body grows past it.
+    """
     stream = meta["wsgi.input"]
+    limit = settings.MAX_BODY_SIZE
     length = meta.get("CONTENT_LENGTH")
     if length:
+        if int(length) > limit:
+            raise BodyTooLarge(length)
         return read_exactly(stream, int(length))
     if "chunked" in meta.get("HTTP_TRANSFER_ENCODING", "").lower():
         # Django reads a body without Content-Length as empty; the server has
         # already undone the chunked framing, so read the input to its end.
-        return read_to_end(stream)
+        return read_to_end(stream, limit)
     return None
 
 
@@ -148,20 +186,31 @@ def read_exactly(stream, length):
         yield chunk
 
 
-def read_to_end(stream):
+def read_to_end(stream, limit):
     """Yield a body of unknown length in chunks until the input ends."""
+    total = 0
     while chunk := stream.read(CHUNK_SIZE):
+        total += len(chunk)
+        if total > limit:
+            raise BodyTooLarge(total)
         yield chunk
 
 
 class UpstreamBody:
     """The backend's response body, passed on as it arrives, still encoded."""
 
-    def __init__(self, upstream):
+    def __init__(self, upstream, backend_url):
         self.upstream = upstream
+        self.backend_url = backend_url
 
     def __iter__(self):
-        return self.upstream.raw.stream(CHUNK_SIZE, decode_content=False)
+        try:
+            yield from self.upstream.raw.stream(CHUNK_SIZE, decode_content=False)
+        except (urllib3.exceptions.HTTPError, OSError) as error:
+            # The status line is long gone: the only honest signal left is to
+            # abort the client's connection, which the server does on raise.
+            logger.warning("Backend %s broke off its response: %s", self.backend_url, error)
+            raise
 
     def close(self):
         # A body read to its end has already given its connection back to the
@@ -177,39 +226,52 @@ class ProxiedResponse(StreamingHttpResponse):
     code that reads one value per name.
     """
 
-    def __init__(self, upstream):
-        if not 100 <= upstream.status_code <= 599:
-            upstream.close()
-            raise InvalidUpstreamResponse(f"status {upstream.status_code}")
+    def __init__(self, upstream, header_list, backend_url):
         super().__init__(
-            UpstreamBody(upstream),
+            UpstreamBody(upstream, backend_url),
             status=upstream.status_code,
             reason=upstream.reason or None,
         )
         del self.headers["Content-Type"]
-        self.header_list = upstream_response_headers(upstream.raw.headers)
-        for name, value in self.header_list:
+        self.header_list = header_list
+        for name, value in header_list:
             self.headers[name] = value
 
     def items(self):
         return self.header_list
 
 
-def upstream_response_headers(headers):
-    """Return the backend's headers minus hop-by-hop ones, with Via added."""
-    dropped = HOP_BY_HOP_HEADERS | connection_tokens(headers.get("Connection", ""))
-    kept = [(name, value) for name, value in headers.items() if name.lower() not in dropped]
-    previous_via = ", ".join(value for name, value in kept if name.lower() == "via")
-    kept = [(name, value) for name, value in kept if name.lower() != "via"]
-    kept.append(("Via", with_via(previous_via, "HTTP/1.1")))
-    return kept
+def client_response(upstream, request, match, backend):
+    """Wrap the backend's answer for the client, or raise InvalidUpstreamResponse."""
+    if not 200 <= upstream.status_code <= 599:
+        raise InvalidUpstreamResponse(f"status {upstream.status_code}")
+    public_origin = f"{request.scheme}://{request.META.get('HTTP_HOST', '')}"
+
+    def rewrite_location(value):
+        return headers.public_location(value, backend.url, public_origin, match.stripped_prefix)
+
+    try:
+        header_list = headers.client_response_headers(
+            list(upstream.raw.headers.items()), rewrite_location, admin_cookie_names()
+        )
+    except headers.InvalidHeaders as error:
+        raise InvalidUpstreamResponse(str(error)) from error
+    header_list.append(("Via", via_from(upstream)))
+    return ProxiedResponse(upstream, header_list, backend.url)
+
+
+def via_from(upstream):
+    """Return the response's Via: the backend's own hops, then this balancer."""
+    previous = ", ".join(upstream.raw.headers.getlist("Via"))
+    version = "1.0" if upstream.raw.version == 10 else "1.1"
+    return headers.with_via(previous, f"HTTP/{version}", settings.VIA_PSEUDONYM)
 
 
 def forward(request, match, backend):
     """Send the request to the backend and return its streaming response.
 
     Raises requests' exceptions when the backend cannot be reached or answers
-    badly; the caller maps them to 502 or 504.
+    badly, and BodyTooLarge; the view maps them to statuses.
     """
     upstream_request = requests.PreparedRequest()
     upstream_request.method = request.method
@@ -217,14 +279,28 @@ def forward(request, match, backend):
     # must get it byte for byte. Only the backend's own base URL is used for
     # scheme, host and port.
     _path, mark, query = raw_target(request).partition("?")
-    upstream_request.url = backend.url + match.upstream_path + mark + query
+    target = match.upstream_path + mark + query
+    upstream_request.url = backend.url + target
     upstream_request.headers = upstream_request_headers(request, match)
+    upstream_request.headers[RAW_TARGET_KEY] = target
     upstream_request.body = request_body(request.META)
     upstream_request.hooks = {"response": []}
     pool = match.route.pool
-    upstream = SESSION.get_adapter(upstream_request.url).send(
-        upstream_request,
-        stream=True,
-        timeout=(pool.connect_timeout, pool.read_timeout),
-    )
-    return ProxiedResponse(upstream)
+    try:
+        upstream = SESSION.get_adapter(upstream_request.url).send(
+            upstream_request,
+            stream=True,
+            timeout=(pool.connect_timeout, pool.read_timeout),
+            verify=pool.tls_verify,
+        )
+    except requests.RequestException:
+        raise  # requests' exceptions are OSErrors too: keep them as they are
+    except (OSError, ValueError) as error:
+        # Raised outside requests' own hierarchy: a CA bundle that has gone
+        # missing, a header value http.client refuses. The backend is unusable.
+        raise requests.ConnectionError(error) from error
+    try:
+        return client_response(upstream, request, match, backend)
+    except InvalidUpstreamResponse:
+        upstream.close()
+        raise

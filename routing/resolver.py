@@ -8,9 +8,9 @@ from django.http.request import split_domain_port
 
 from .snapshot import Route
 
-# Visible ASCII only: a target with spaces, controls or raw non-ASCII bytes is
-# not a valid HTTP request target (RFC 9112 §3.2) and is never forwarded.
-ORIGIN_FORM_RE = re.compile(r"^/[!-~]*$")
+# Visible ASCII only, and no fragment: a target with spaces, controls, raw
+# non-ASCII bytes or '#' is not a valid request target (RFC 9112 §3.2).
+ORIGIN_FORM_RE = re.compile(r"/[!-\"$-~]*")
 
 DOT_SEGMENTS = (".", "..")
 
@@ -28,9 +28,13 @@ def normalise_host(raw_host):
     """Return the Host header lower-cased, without port or trailing dot; None if malformed."""
     if not raw_host:
         return None
-    # A trailing dot may follow the port too ("www.mango.com:8000.").
-    domain, _port = split_domain_port(raw_host.removesuffix("."))
-    return domain or None
+    domain, _port = split_domain_port(raw_host)  # lower-cased, one trailing dot gone
+    if not domain and raw_host.endswith("."):
+        # The trailing dot may follow the port instead ("www.mango.com:8000.").
+        domain, _port = split_domain_port(raw_host[:-1])
+    if not domain or domain.startswith(".") or domain.endswith(".") or ".." in domain:
+        return None
+    return domain
 
 
 def split_target(target):
@@ -38,7 +42,7 @@ def split_target(target):
 
     Return None for anything else (absolute-form, '*', bytes a target may not hold).
     """
-    if not ORIGIN_FORM_RE.match(target):
+    if not ORIGIN_FORM_RE.fullmatch(target):
         return None
     path, _, query = target.partition("?")
     return path, query

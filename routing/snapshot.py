@@ -26,6 +26,8 @@ class Pool:
     algorithm: str = "random"
     connect_timeout: float = 3.0
     read_timeout: float = 30.0
+    # requests' verify: True, False, or the path of a CA bundle.
+    tls_verify: bool | str = True
     usable_backends: tuple[Backend, ...] = field(init=False, repr=False)
 
     def __post_init__(self):

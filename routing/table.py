@@ -6,8 +6,8 @@ and rebuilds the snapshot when it moves, so an admin edit reaches every worker
 and every instance without touching the request path.
 """
 
+import contextlib
 import logging
-import os
 import threading
 import time
 
@@ -15,21 +15,13 @@ from django.conf import settings
 from django.db import close_old_connections, connection
 
 from . import snapshot
-from .models import Backend, HostRule, PathRule, Pool, RoutingVersion
-from .resolver import path_segments
+from .models import Backend, HostRule, PathRule, Pool, RoutingVersion, prefix_segments
 
 logger = logging.getLogger(__name__)
 
 _table = None
 _lock = threading.Lock()
-_refresher_pid = None
-
-
-def prefix_segments(prefix):
-    """Return a rule's prefix as the decoded segments a request path is matched by."""
-    if prefix == "/":
-        return ()
-    return tuple(decoded for _raw, decoded in path_segments(prefix.rstrip("/")))
+_refresher = None
 
 
 def build_route_table():
@@ -55,6 +47,7 @@ def build_route_table():
             algorithm=row.algorithm,
             connect_timeout=row.connect_timeout,
             read_timeout=row.read_timeout,
+            tls_verify=(row.tls_ca_bundle or True) if row.tls_verify else False,
             backends=tuple(backends.get(row.id, ())),
         )
         for row in Pool.objects.all()
@@ -75,7 +68,7 @@ def build_route_table():
             rule_id=rule.id,
             pool=pools[rule.pool_id],
             host=rule.host.lower(),
-            prefix=prefix_segments(rule.prefix),
+            prefix=tuple(prefix_segments(rule.prefix)),
             strip_prefix=rule.strip_prefix,
             preserve_host=rule.preserve_host,
         )
@@ -114,36 +107,46 @@ def clear_route_table():
 
 
 def ensure_refresher():
-    """Start this process's refresher thread once (again after a fork)."""
-    global _refresher_pid
+    """Start this process's refresher thread if it is not running.
+
+    Threads do not survive a fork, so each gunicorn worker starts its own on
+    its first request; one that died is started again.
+    """
+    global _refresher
     interval = settings.ROUTE_TABLE_REFRESH_INTERVAL
-    if interval <= 0 or _refresher_pid == os.getpid():
+    if interval <= 0 or (_refresher is not None and _refresher.is_alive()):
         return
     with _lock:
-        if _refresher_pid == os.getpid():
+        if _refresher is not None and _refresher.is_alive():
             return
-        _refresher_pid = os.getpid()
-        thread = threading.Thread(
+        _refresher = threading.Thread(
             target=watch_routing_version,
             args=(interval,),
             name="route-table-refresher",
             daemon=True,
         )
-        thread.start()
+        _refresher.start()
 
 
 def watch_routing_version(interval):
     """Rebuild the table whenever the routing version moves; runs forever."""
     while True:
         time.sleep(interval)
-        try:
-            table = _table
-            if table is None or RoutingVersion.current() != table.version:
-                refresh_route_table()
-        except Exception:
-            # A database hiccup must not kill the refresher: keep serving the
-            # last good table and try again on the next tick.
-            logger.exception("Could not refresh the route table")
+        refresh_if_changed()
+
+
+def refresh_if_changed():
+    """Rebuild the table if the version in the database is not the table's."""
+    try:
+        table = _table
+        if table is None or RoutingVersion.current() != table.version:
+            refresh_route_table()
+    except Exception:
+        # A database hiccup must not stop the refresher: keep serving the last
+        # good table, drop the connection, and try again on the next tick.
+        logger.exception("Could not refresh the route table")
+        with contextlib.suppress(Exception):
             connection.close()
-        finally:
+    finally:
+        with contextlib.suppress(Exception):
             close_old_connections()

@@ -7,8 +7,8 @@ from django.http import HttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
 from .balancer import choose_backend
-from .proxy import forward, raw_target
-from .resolver import normalise_host, resolve, split_target
+from .proxy import BodyTooLarge, forward, raw_target
+from .resolver import resolve, split_target
 from .table import get_route_table
 
 logger = logging.getLogger(__name__)
@@ -16,6 +16,7 @@ logger = logging.getLogger(__name__)
 ERROR_BODIES = {
     400: "Bad Request",
     404: "Not Found",
+    413: "Payload Too Large",
     502: "Bad Gateway",
     503: "No backend servers available.",
     504: "Gateway Timeout",
@@ -31,10 +32,9 @@ def error_response(status):
 
 
 @csrf_exempt
-def proxy_view(request):
-    """Serve a request from the backend its rules pick."""
+def proxy_view(request, host):
+    """Serve a request from the backend its rules pick; host is normalise_host()'s."""
     target = split_target(raw_target(request))
-    host = normalise_host(request.META.get("HTTP_HOST"))
     if target is None or host is None:
         return error_response(400)
     match = resolve(get_route_table(), host, target[0])
@@ -45,6 +45,8 @@ def proxy_view(request):
         return error_response(503)
     try:
         return forward(request, match, backend)
+    except BodyTooLarge:
+        return error_response(413)
     except requests.Timeout as error:
         logger.warning("Backend %s timed out: %s", backend.url, error)
         return error_response(504)

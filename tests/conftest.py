@@ -1,7 +1,11 @@
 """Small composable fixtures: real servers on loopback ports, pools and rules."""
 
+import contextlib
+import json
 import os
+import secrets
 import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -60,27 +64,37 @@ def wait_until_serving(url, process, host="localhost"):
     raise RuntimeError(f"server at {url} did not answer in {STARTUP_TIMEOUT}s")
 
 
-def start_gunicorn(app, sock, env=None, workers=1, threads=4):
+def start_gunicorn(
+    app,
+    sock,
+    env=None,
+    workers=1,
+    threads=4,
+    log=subprocess.DEVNULL,
+    cwd=None,
+    executable=GUNICORN,
+    extra_args=(),
+):
     """Start gunicorn on an already-bound socket and return the process."""
     fd = sock.fileno()
     return subprocess.Popen(
         [
-            GUNICORN,
+            executable,
+            *extra_args,
             app,
             "--bind",
             f"fd://{fd}",
             "--workers",
             str(workers),
-            "--threads",
-            str(threads),
+            *(("--threads", str(threads)) if threads else ()),
             "--graceful-timeout",
             "2",
         ],
-        cwd=PROJECT_ROOT,
+        cwd=cwd or PROJECT_ROOT,
         env={**os.environ, **(env or {})},
         pass_fds=(fd,),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stdout=log,
+        stderr=subprocess.STDOUT if log is not subprocess.DEVNULL else subprocess.DEVNULL,
     )
 
 
@@ -93,6 +107,67 @@ def manage(env, *args):
         check=True,
         stdout=subprocess.DEVNULL,
     )
+
+
+def pool_rows(name, backend_urls, **fields):
+    """Fixture rows for a pool and its backends, for `manage.py loaddata`."""
+    return [{"model": "routing.pool", "fields": {"name": name, **fields}}] + [
+        {"model": "routing.backend", "fields": {"pool": [name], "url": url}} for url in backend_urls
+    ]
+
+
+def rule_row(pool, host="", prefix=None, **fields):
+    """A fixture row for a host rule, or a path rule when a prefix is given."""
+    if prefix is None:
+        return {"model": "routing.hostrule", "fields": {"host": host, "pool": [pool], **fields}}
+    return {
+        "model": "routing.pathrule",
+        "fields": {"host": host, "prefix": prefix, "pool": [pool], **fields},
+    }
+
+
+def balancer_environment(home, rows, **settings):
+    """Return the environment of a balancer whose migrated database holds these rows."""
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "lbsite.settings",
+        "DATABASE_URL": f"sqlite:///{home / 'db.sqlite3'}",
+        "SECRET_KEY": secrets.token_urlsafe(50),
+        "STATIC_ROOT": str(home / "static"),
+        **settings,
+    }
+    fixture = home / "routes.json"
+    fixture.write_text(json.dumps(rows))
+    manage(env, "migrate", "--noinput")
+    manage(env, "loaddata", str(fixture))
+    manage(env, "collectstatic", "--noinput")
+    return env
+
+
+class Balancer:
+    """`gunicorn lbsite.wsgi` on a free loopback port, its log kept in a file."""
+
+    def __init__(self, env, workers=2, log_path=None):
+        self.sock = listening_socket()
+        self.url = url_of(self.sock)
+        self.log_path = log_path
+        log = open(log_path, "wb") if log_path else subprocess.DEVNULL  # noqa: SIM115
+        # Threads and timeouts come from the project's gunicorn.conf.py, as in production.
+        self.process = start_gunicorn(
+            "lbsite.wsgi", self.sock, env, workers=workers, threads=None, log=log
+        )
+        wait_until_serving(self.url + "/healthz", self.process)
+
+    def log(self):
+        return self.log_path.read_text() if self.log_path else ""
+
+    def worker_pids(self):
+        children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
+        return [int(pid) for pid in children.read_text().split()]
+
+    def stop(self):
+        stop(self.process)
+        self.sock.close()
 
 
 def stop(process):
@@ -179,31 +254,51 @@ def wsgi_backend():
         server.server_close()
 
 
+class RawBackend:
+    """A loopback server that answers each connection as the test says, byte by byte.
+
+    `answer` is the bytes to send after the request head, or a function that
+    gets the connection and does as it likes (reset it, stall, ...).
+    """
+
+    def __init__(self, answer):
+        self.sock = listening_socket()
+        self.url = url_of(self.sock)
+        self.answer = answer if callable(answer) else lambda conn: conn.sendall(answer)
+        threading.Thread(target=self.serve, daemon=True).start()
+
+    def serve(self):
+        while True:
+            try:
+                conn, _addr = self.sock.accept()
+            except OSError:
+                return
+            with conn, contextlib.suppress(OSError):
+                read_request_head(conn)
+                self.answer(conn)
+
+    def close(self):
+        self.sock.close()
+
+
+def reset(conn):
+    """Close a connection with a TCP reset instead of an orderly FIN."""
+    conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    conn.close()
+
+
 @pytest.fixture
 def raw_backend():
-    """Answer every connection with fixed bytes, written in the test; return the URL."""
+    """Start RawBackends for one test; return a function that gives each one's URL."""
     servers = []
 
-    def serve(response_bytes):
-        sock = listening_socket()
-        servers.append(sock)
-
-        def answer_forever():
-            while True:
-                try:
-                    conn, _addr = sock.accept()
-                except OSError:
-                    return
-                with conn:
-                    read_request_head(conn)
-                    conn.sendall(response_bytes)
-
-        threading.Thread(target=answer_forever, daemon=True).start()
-        return url_of(sock)
+    def serve(answer):
+        servers.append(RawBackend(answer))
+        return servers[-1].url
 
     yield serve
-    for sock in servers:
-        sock.close()
+    for server in servers:
+        server.close()
 
 
 def read_request_head(conn):

@@ -12,15 +12,7 @@ import time
 import pytest
 import requests
 
-from .conftest import (
-    PROJECT_ROOT,
-    listening_socket,
-    manage,
-    start_gunicorn,
-    stop,
-    url_of,
-    wait_until_serving,
-)
+from .conftest import PROJECT_ROOT, Balancer, balancer_environment, manage
 
 ADMIN_PASSWORD = secrets.token_urlsafe(16)
 WORKERS = 2
@@ -38,38 +30,14 @@ def demo_fixture(demo_backends):
 
 
 @pytest.fixture(scope="module")
-def balancer_env(tmp_path_factory, demo_backends):
-    """Environment of a balancer with a migrated database holding the demo routes."""
+def balancer(tmp_path_factory, demo_backends):
+    """The balancer's URL: `gunicorn lbsite.wsgi` with two workers and the demo routes."""
     home = tmp_path_factory.mktemp("balancer")
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "lbsite.settings",
-        "DATABASE_URL": f"sqlite:///{home / 'db.sqlite3'}",
-        "SECRET_KEY": secrets.token_urlsafe(50),
-        "STATIC_ROOT": str(home / "static"),
-        "ADMIN_PASSWORD": ADMIN_PASSWORD,
-    }
-    fixture = home / "routes.json"
-    fixture.write_text(json.dumps(demo_fixture(demo_backends)))
-    manage(env, "migrate", "--noinput")
-    manage(env, "loaddata", str(fixture))
+    env = balancer_environment(home, demo_fixture(demo_backends), ADMIN_PASSWORD=ADMIN_PASSWORD)
     manage(env, "ensure_admin")
-    manage(env, "collectstatic", "--noinput")
-    return env
-
-
-@pytest.fixture(scope="module")
-def balancer(balancer_env):
-    """The balancer's URL: `gunicorn lbsite.wsgi` with two workers."""
-    sock = listening_socket()
-    process = start_gunicorn("lbsite.wsgi", sock, balancer_env, workers=WORKERS)
-    url = url_of(sock)
-    try:
-        wait_until_serving(url + "/healthz", process)
-        yield url
-    finally:
-        stop(process)
-        sock.close()
+    server = Balancer(env, workers=WORKERS)
+    yield server.url
+    server.stop()
 
 
 def get(url, host, path="/", **kwargs):
@@ -129,6 +97,7 @@ def exchange(balancer, request_bytes):
 def test_missing_host_gets_400(balancer):
     answer = exchange(balancer, b"GET /mango HTTP/1.1\r\nConnection: close\r\n\r\n")
     assert answer.startswith(b"HTTP/1.1 400 ")
+    assert answer.endswith(b"\r\n\r\nBad Request")  # the balancer's own answer
 
 
 def test_admin_static_files_are_served_for_admin_hosts_only(balancer):

@@ -138,28 +138,57 @@ def test_rules_read_like_what_they_do(mango):
 @pytest.mark.parametrize(
     "write",
     [
-        lambda pool: HostRule.objects.create(host="www.mango.com", pool=pool),
-        lambda pool: pool.save(),
-        lambda pool: Pool.objects.filter(pk=pool.pk).update(read_timeout=5),
-        lambda pool: Backend.objects.bulk_create([Backend(pool=pool, url="http://a:1")]),
-        lambda pool: Backend.objects.create(pool=pool, url="http://a:1").delete(),
-        lambda pool: PathRule.objects.bulk_update(
-            [PathRule.objects.create(prefix="/x", pool=pool)], ["prefix"]
+        lambda pool, backend, rule: HostRule.objects.create(host="www.mango.com", pool=pool),
+        lambda pool, backend, rule: pool.save(),
+        lambda pool, backend, rule: Pool.objects.filter(pk=pool.pk).update(read_timeout=5),
+        lambda pool, backend, rule: Backend.objects.bulk_create(
+            [Backend(pool=pool, url="http://a:1")]
         ),
-        lambda pool: Backend.objects.filter(pool=pool).delete(),
+        lambda pool, backend, rule: backend.delete(),
+        lambda pool, backend, rule: PathRule.objects.bulk_update([rule], ["prefix"]),
+        lambda pool, backend, rule: Backend.objects.filter(pool=pool).delete(),
     ],
-    ids=[
-        "create",
-        "save",
-        "update",
-        "bulk_create",
-        "delete",
-        "bulk_update",
-        "qs_delete",
-    ],
+    ids=["create", "save", "update", "bulk_create", "delete", "bulk_update", "qs_delete"],
 )
 def test_every_kind_of_write_bumps_the_routing_version(mango, write):
-    Backend.objects.create(pool=mango, url="http://b:1")
+    backend = Backend.objects.create(pool=mango, url="http://b:1")
+    rule = PathRule.objects.create(prefix="/x", pool=mango)
     before = RoutingVersion.current()
-    write(mango)
+    write(mango, backend, rule)
     assert RoutingVersion.current() > before
+
+
+@pytest.mark.parametrize(
+    ("written", "stored"),
+    [("/%6Dango/", "/mango"), ("/caf\u00e9", "/caf%C3%A9"), ("/a%2fb", "/a%2Fb"), ("/", "/")],
+)
+def test_prefix_is_stored_in_one_canonical_spelling(mango, written, stored):
+    rule = PathRule(prefix=written, pool=mango)
+    rule.full_clean()
+    assert rule.prefix == stored
+
+
+def test_differently_spelled_duplicate_prefix_is_refused(mango):
+    PathRule.objects.create(prefix="/mango", pool=mango)
+    with pytest.raises(ValidationError, match="already exists"):
+        PathRule(prefix="/%6Dango", pool=mango).full_clean()
+
+
+@pytest.mark.parametrize("prefix", ["/%2e", "/x/%2E%2E/y", "/a/%2e/b"])
+def test_encoded_dot_segments_in_a_prefix_are_refused(mango, prefix):
+    assert "prefix_bad_segment" in error_codes(PathRule(prefix=prefix, pool=mango))
+
+
+@pytest.mark.parametrize("url", ["http://h:1/?", "http://h:1#", "http://h:1/#"])
+def test_backend_url_with_an_empty_query_or_fragment_is_refused(mango, url):
+    assert "backend_url_path" in error_codes(Backend(pool=mango, url=url))
+
+
+def test_backend_url_is_stored_as_a_bare_origin(mango):
+    backend = Backend(pool=mango, url="HTTP://Example.COM:8081/")
+    backend.full_clean()
+    assert backend.url == "http://example.com:8081"
+
+
+def test_host_with_a_newline_is_refused(mango):
+    assert "invalid_host" in error_codes(HostRule(host="www\n.mango.com", pool=mango))

@@ -2,9 +2,9 @@
 
 import pytest
 
+from routing.models import prefix_segments
 from routing.resolver import normalise_host, path_segments, resolve, split_target
 from routing.snapshot import Pool, Route, RouteTable
-from routing.table import prefix_segments
 
 MANGO = Pool(id=1, name="mango")
 APPLE = Pool(id=2, name="apple")
@@ -22,7 +22,7 @@ def path_rule(prefix, pool, host="", strip_prefix=True):
         rule_id=0,
         pool=POOLS[pool],
         host=host,
-        prefix=prefix_segments(prefix),
+        prefix=tuple(prefix_segments(prefix)),
         strip_prefix=strip_prefix,
     )
 
@@ -159,6 +159,10 @@ def test_paths_match_after_decoding_and_dot_segment_removal(path, expected):
         ("bad host", None),
         ("evil.example/x", None),
         ("user@www.mango.com", None),
+        ("www.mango.com..", None),
+        (".mango.com", None),
+        ("www..mango.com", None),
+        ("www.mango.com\n", None),
     ],
 )
 def test_normalise_host(raw, expected):
@@ -175,6 +179,8 @@ def test_normalise_host(raw, expected):
         ("*", None),
         ("/a b", None),
         ("/caf\u00e9", None),
+        ("/a\n", None),
+        ("/a#frag", None),
     ],
 )
 def test_split_target(target, expected):

@@ -1,6 +1,7 @@
 """The catch-all view through Django's test client, against real backends on loopback."""
 
 import hashlib
+import ipaddress
 import json
 
 import pytest
@@ -257,3 +258,78 @@ class TestBackendResponses:
         make_route(demo_backends["mango"], host="www.kiwi.com", preserve_host=True)
         seen = echo(client.get("/echo", headers={"Host": "www.kiwi.com"}))
         assert header(seen, "Host") == ["www.kiwi.com"]
+
+
+class TestClientAndBackendCannotCauseA500:
+    def test_skip_header_marker_from_a_client_is_dropped(self, client, fruit_routes):
+        seen = echo(client.get("/mango/echo", headers={"X-Sneaky": "@@@SKIP_HEADER@@@"}))
+        assert header(seen, "X-Sneaky") == []
+
+    def test_unparsable_location_passes_unchanged(self, client, make_route, raw_backend):
+        url = raw_backend(
+            b"HTTP/1.1 302 Found\r\nLocation: http://[oops/\r\nContent-Length: 0\r\n\r\n"
+        )
+        make_route([url], host="www.kiwi.com")
+        result = client.get("/", headers={"Host": "www.kiwi.com"})
+        assert (result.status_code, result["Location"]) == (302, "http://[oops/")
+
+    def test_vanished_ca_bundle_gives_502(self, client, make_route, tmp_path):
+        bundle = tmp_path / "ca.pem"
+        bundle.write_text("")
+        pool = make_route(["https://127.0.0.1:1"], host="www.kiwi.com")
+        Pool.objects.filter(pk=pool.pk).update(tls_ca_bundle=str(bundle))
+        bundle.unlink()
+        result = client.get("/", headers={"Host": "www.kiwi.com"})
+        assert (result.status_code, result.content) == (502, b"Bad Gateway")
+
+    def test_backend_cannot_set_the_admins_cookies(self, client, make_route, wsgi_backend):
+        def planter(environ, start_response):
+            start_response(
+                "200 OK",
+                [
+                    ("Set-Cookie", "lb_sessionid=attacker; Path=/admin"),
+                    ("Set-Cookie", "lb_csrftoken=attacker"),
+                    ("Set-Cookie", "theirs=1"),
+                ],
+            )
+            return [b"ok"]
+
+        make_route([wsgi_backend(planter)], host="www.kiwi.com")
+        result = client.get("/", headers={"Host": "www.kiwi.com"})
+        cookies = [value for name, value in result.items() if name.lower() == "set-cookie"]
+        assert cookies == ["theirs=1"]
+
+
+@pytest.mark.usefixtures("fruit_routes")
+class TestClientAddress:
+    def test_untrusted_client_cannot_forge_its_address(self, client):
+        seen = echo(
+            client.get(
+                "/mango/echo",
+                headers={
+                    "X-Forwarded-For": "6.6.6.6",
+                    "X-Real-IP": "6.6.6.6",
+                    "Forwarded": "for=6.6.6.6",
+                },
+            )
+        )
+        assert header(seen, "X-Forwarded-For") == ["127.0.0.1"]
+        assert header(seen, "X-Real-IP") == header(seen, "Forwarded") == []
+
+    def test_trusted_proxy_address_chain_is_kept_and_appended(self, client, settings):
+        settings.TRUSTED_PROXIES = [ipaddress.ip_network("127.0.0.0/8")]
+        seen = echo(
+            client.get(
+                "/mango/echo",
+                headers={"X-Forwarded-For": "203.0.113.9, 10.0.0.2", "X-Real-IP": "203.0.113.9"},
+            )
+        )
+        assert header(seen, "X-Forwarded-For") == ["203.0.113.9, 10.0.0.2, 127.0.0.1"]
+        assert header(seen, "X-Real-IP") == ["203.0.113.9"]
+
+    def test_admin_host_paths_are_read_as_the_resolver_reads_them(self, client):
+        routed = client.get("/admin/../apple/x")
+        assert routed.content == b"This is the apple application."
+        kept = client.get("/mango/../admin/")
+        assert kept.status_code in (302, 404)
+        assert b"application" not in kept.content

@@ -1,0 +1,47 @@
+"""WSGI backends written for the tests, served by gunicorn as `tests.backends:NAME`."""
+
+import hashlib
+import os
+
+BLOCK = hashlib.sha256(b"download").digest() * 2048  # 64 KiB of fixed bytes
+
+
+def download_size(environ):
+    return int(environ.get("QUERY_STRING") or 0)
+
+
+def expected_download_sha256(size):
+    """Return the SHA-256 of what `download` sends for a size."""
+    digest = hashlib.sha256()
+    for chunk in download_chunks(size):
+        digest.update(chunk)
+    return digest.hexdigest()
+
+
+def download_chunks(size):
+    while size > 0:
+        chunk = BLOCK[: min(len(BLOCK), size)]
+        size -= len(chunk)
+        yield chunk
+
+
+def download(environ, start_response):
+    """Send ?N bytes of a fixed pattern, streamed, with Content-Length."""
+    size = download_size(environ)
+    start_response(
+        "200 OK",
+        [("Content-Type", "application/octet-stream"), ("Content-Length", str(size))],
+    )
+    return download_chunks(size)
+
+
+def status(environ, start_response):
+    """Answer /NNN with that status and a few headers of its own (no body for 204/304)."""
+    code = int(environ["PATH_INFO"].strip("/") or 200)
+    reasons = {200: "OK", 204: "No Content", 304: "Not Modified"}
+    headers = [("ETag", '"v1"'), ("X-Backend", os.environ.get("APP", "status"))]
+    body = [] if code in (204, 304) else [b"body"]
+    if body:
+        headers.append(("Content-Length", "4"))
+    start_response(f"{code} {reasons.get(code, 'Status')}", headers)
+    return body

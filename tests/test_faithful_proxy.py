@@ -1,0 +1,668 @@
+"""What the client sends is what the backend gets, and back: the balancer under gunicorn,
+driven by real clients, against httpbin, the echo backend and backends that misbehave."""
+
+import gzip
+import hashlib
+import http.client
+import json
+import os
+import socket
+import subprocess
+import threading
+import time
+import zlib
+from pathlib import Path
+
+import pytest
+import requests
+
+from .backends import BLOCK, expected_download_sha256
+from .conftest import (
+    PROJECT_ROOT,
+    Balancer,
+    RawBackend,
+    balancer_environment,
+    listening_socket,
+    pool_rows,
+    reset,
+    rule_row,
+    start_gunicorn,
+    stop,
+    url_of,
+    wait_until_serving,
+)
+
+MB = 1024 * 1024
+BIG = 200 * MB
+MEMORY_BOUND = 50 * MB
+HTTPBIN_GUNICORN = os.environ.get(
+    "HTTPBIN_GUNICORN", str(PROJECT_ROOT / ".venv-httpbin/bin/gunicorn")
+)
+
+RAW_ANSWERS = {
+    "garbage": b"THIS IS NOT HTTP\r\n\r\n",
+    "framing": b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n"
+    b"5\r\nhello\r\n0\r\n\r\n",
+    "two-lengths": b"HTTP/1.1 200 OK\r\nContent-Length: 5, 6\r\n\r\nhello",
+    "hints": b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n"
+    b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-Final: yes\r\n\r\nfinal",
+    "truncated": b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly ten b",
+    "bad-header": b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-Bad: a\x01b\r\n\r\nok",
+    "hop-by-hop": b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: X-Internal\r\n"
+    b"X-Internal: secret\r\nKeep-Alive: timeout=5\r\nProxy-Authenticate: Basic\r\n"
+    b"Upgrade: h2c\r\nTrailer: X-T\r\nDate: Mon, 01 Jan 2001 00:00:00 GMT\r\n"
+    b"Server: backend/1.0\r\nX-Public: yes\r\n\r\nok",
+    "redirect-home": b"HTTP/1.1 302 Found\r\nLocation: {origin}/login?next=%2Fx\r\n"
+    b"Content-Location: {origin}/here\r\nContent-Length: 0\r\n\r\n",
+    "redirect-relative": b"HTTP/1.1 301 Moved\r\nLocation: /login\r\nContent-Length: 0\r\n\r\n",
+    "redirect-away": b"HTTP/1.1 302 Found\r\nLocation: http://elsewhere.example/x\r\n"
+    b"Content-Length: 0\r\n\r\n",
+}
+
+
+def reset_before_headers(conn):
+    reset(conn)
+
+
+def reset_mid_body(conn):
+    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\n\r\n" + b"x" * 100_000)
+    time.sleep(0.2)
+    reset(conn)
+
+
+def self_signed_certificate(home):
+    """Make a certificate for 127.0.0.1 with openssl; return (cert, key) paths."""
+    cert, key = home / "cert.pem", home / "key.pem"
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return cert, key
+
+
+class Bed:
+    """Every backend of this module, the evil listener, and the balancer over them."""
+
+    def __init__(self, home, demo_backends):
+        assert Path(HTTPBIN_GUNICORN).exists(), (
+            f"{HTTPBIN_GUNICORN} is missing: `make test` builds httpbin's virtualenv"
+        )
+        self.processes, self.sockets, self.raw = [], [], []
+        self.httpbin = self.serve("httpbin:app", executable=HTTPBIN_GUNICORN, cwd=home)
+        self.download = self.serve("tests.backends:download")
+        self.status = self.serve("tests.backends:status")
+        cert, key = self_signed_certificate(home)
+        self.tls = self.serve(
+            "backend_app.wsgi",
+            env={"APP": "tls"},
+            extra_args=("--certfile", str(cert), "--keyfile", str(key)),
+            scheme="https",
+        )
+        self.evil = listening_socket()
+        self.evil.setblocking(False)
+        self.echo = demo_backends["mango"][0]
+        raw_urls = {}
+        for name, answer in RAW_ANSWERS.items():
+            raw = RawBackend(b"")
+            origin = raw.url.encode()
+            raw.answer = lambda conn, answer=answer, origin=origin: conn.sendall(
+                answer.replace(b"{origin}", origin)
+            )
+            self.raw.append(raw)
+            raw_urls[name] = raw.url
+        for name, answer in (("reset-early", reset_before_headers), ("reset-mid", reset_mid_body)):
+            self.raw.append(RawBackend(answer))
+            raw_urls[name] = self.raw[-1].url
+        rows = [
+            *pool_rows("echo", [self.echo]),
+            rule_row("echo", host="echo.test"),
+            rule_row("echo", host="echo.test", prefix="/pre"),
+            rule_row("echo", host="keep.test", preserve_host=True),
+            *pool_rows("httpbin", [self.httpbin]),
+            rule_row("httpbin", host="httpbin.test"),
+            rule_row("httpbin", host="httpbin.test", prefix="/bin"),
+            *pool_rows("download", [self.download]),
+            rule_row("download", host="download.test"),
+            *pool_rows("status", [self.status]),
+            rule_row("status", host="status.test"),
+            *pool_rows("tls-ca", [self.tls], tls_ca_bundle=str(cert)),
+            rule_row("tls-ca", host="tls.test"),
+            *pool_rows("tls-default", [self.tls]),
+            rule_row("tls-default", host="tls-untrusted.test"),
+            *pool_rows("tls-off", [self.tls], tls_verify=False),
+            rule_row("tls-off", host="tls-off.test"),
+        ]
+        for name, url in raw_urls.items():
+            rows += [*pool_rows(name, [url], read_timeout=5), rule_row(name, host=f"{name}.test")]
+            rows.append(rule_row(name, host="raw.test", prefix=f"/{name}"))
+        env = balancer_environment(home, rows)
+        self.balancer = Balancer(env, workers=2, log_path=home / "balancer.log")
+
+    def serve(self, app, scheme="http", **options):
+        sock = listening_socket()
+        process = start_gunicorn(app, sock, **options)
+        url = url_of(sock).replace("http", scheme, 1)
+        self.processes.append(process)
+        self.sockets.append(sock)
+        if scheme == "http":
+            wait_until_serving(url + "/", process)
+        return url
+
+    def evil_connections(self):
+        """Count the connections the evil listener was offered (it must stay 0)."""
+        count = 0
+        while True:
+            try:
+                conn, _addr = self.evil.accept()
+            except BlockingIOError:
+                return count
+            conn.close()
+            count += 1
+
+    def stop(self):
+        self.balancer.stop()
+        for process in self.processes:
+            stop(process)
+        for sock in [*self.sockets, self.evil]:
+            sock.close()
+        for raw in self.raw:
+            raw.close()
+
+
+@pytest.fixture(scope="module")
+def bed(tmp_path_factory, demo_backends):
+    bed = Bed(tmp_path_factory.mktemp("proxy"), demo_backends)
+    yield bed
+    bed.stop()
+
+
+def exchange(bed, request_bytes, timeout=10):
+    """Send raw bytes to the balancer on a new connection; return all that comes back."""
+    host, port = bed.balancer.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=timeout) as conn:
+        conn.sendall(request_bytes)
+        answer = b""
+        while chunk := conn.recv(65536):
+            answer += chunk
+    return answer
+
+
+def send(bed, method, target, headers=(), body=None):
+    """Send one request with http.client (target byte for byte); return (response, body)."""
+    connection = http.client.HTTPConnection(bed.balancer.url.removeprefix("http://"), timeout=30)
+    try:
+        connection.putrequest(method, target, skip_host=True, skip_accept_encoding=True)
+        for name, value in headers:
+            connection.putheader(name, value)
+        if body is not None:
+            connection.putheader("Content-Length", str(len(body)))
+        connection.endheaders(body)
+        response = connection.getresponse()
+        return response, response.read()
+    finally:
+        connection.close()
+
+
+def echo_of(bed, method="GET", target="/", host="echo.test", headers=(), body=None):
+    """Return what the echo backend saw of a request sent through the balancer."""
+    response, data = send(bed, method, target, [("Host", host), *headers], body)
+    assert response.status == 200, data
+    return json.loads(data)
+
+
+def seen_headers(seen, name):
+    return [value for key, value in seen["headers"] if key.lower() == name.lower()]
+
+
+# 1. Bodies ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("method", ["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"])
+def test_every_method_arrives_with_its_binary_body(bed, method):
+    body = os.urandom(300_000)
+    seen = echo_of(bed, method, "/echo", body=body)
+    assert seen["method"] == method
+    assert (seen["body_length"], seen["body_sha256"]) == (
+        len(body),
+        hashlib.sha256(body).hexdigest(),
+    )
+
+
+def test_chunked_upload_arrives_complete(bed):
+    parts = [os.urandom(10_000 + n) for n in range(50)]
+    result = requests.post(
+        bed.balancer.url + "/echo", data=iter(parts), headers={"Host": "echo.test"}, timeout=30
+    )
+    body = b"".join(parts)
+    assert result.json()["body_sha256"] == hashlib.sha256(body).hexdigest()
+
+
+class PatternUpload:
+    """BIG bytes of the download pattern, read in chunks, with a known length."""
+
+    def __init__(self, size):
+        self.remaining = size
+        self.size = size
+
+    def __len__(self):
+        return self.size
+
+    def read(self, amount=-1):
+        amount = min(self.remaining, len(BLOCK) if amount < 0 else amount, len(BLOCK))
+        self.remaining -= amount
+        return BLOCK[:amount]
+
+
+def rss(pid):
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError(f"no VmRSS for {pid}")
+
+
+def worker_memory_growth(bed, transfer):
+    """Run a transfer; return the largest RSS growth of any balancer worker meanwhile."""
+    pids = bed.balancer.worker_pids()
+    base = {pid: rss(pid) for pid in pids}
+    peak = dict(base)
+    done = threading.Event()
+
+    def sample():
+        while not done.wait(0.02):
+            for pid in pids:
+                peak[pid] = max(peak[pid], rss(pid))
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    try:
+        transfer()
+    finally:
+        done.set()
+        sampler.join()
+    return max(peak[pid] - base[pid] for pid in pids)
+
+
+def test_200_mb_upload_streams_in_bounded_memory(bed):
+    result = {}
+
+    def upload():
+        answer = requests.put(
+            bed.balancer.url + "/echo",
+            data=PatternUpload(BIG),
+            headers={"Host": "echo.test"},
+            timeout=120,
+        )
+        result.update(answer.json())
+
+    growth = worker_memory_growth(bed, upload)
+    assert result["body_length"] == BIG
+    assert result["body_sha256"] == expected_download_sha256(BIG)
+    assert growth < MEMORY_BOUND, f"a worker grew by {growth / MB:.1f} MB"
+
+
+def test_200_mb_download_streams_in_bounded_memory(bed):
+    digest = hashlib.sha256()
+
+    def download():
+        with requests.get(
+            f"{bed.balancer.url}/?{BIG}",
+            headers={"Host": "download.test"},
+            stream=True,
+            timeout=120,
+        ) as answer:
+            assert answer.headers["Content-Length"] == str(BIG)
+            for chunk in answer.raw.stream(MB, decode_content=False):
+                digest.update(chunk)
+
+    growth = worker_memory_growth(bed, download)
+    assert digest.hexdigest() == expected_download_sha256(BIG)
+    assert growth < MEMORY_BOUND, f"a worker grew by {growth / MB:.1f} MB"
+
+
+# 2. Target ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("target", "path", "query"),
+    [
+        ("/echo?a=1&a=2&a=", "/echo", "a=1&a=2&a="),
+        ("/echo/a%2Fb/c%20d?q=%2F%20", "/echo/a%2Fb/c%20d", "q=%2F%20"),
+        (
+            "/echo/caf%C3%A9/%E2%82%AC?k=%C3%A9&empty=&=v",
+            "/echo/caf%C3%A9/%E2%82%AC",
+            "k=%C3%A9&empty=&=v",
+        ),
+        ("/echo/%7E/~/%41?x=%7e", "/echo/%7E/~/%41", "x=%7e"),
+        ("/echo/100%/a%2fb?q=%zz&r=%2f&s={x}|y", "/echo/100%/a%2fb", "q=%zz&r=%2f&s={x}|y"),
+        ("/echo?", "/echo", ""),
+        ("/pre/echo/x?y=1", "/echo/x", "y=1"),
+        ("/pre/echo/%2F?", "/echo/%2F", ""),
+    ],
+)
+def test_path_and_query_arrive_byte_for_byte(bed, target, path, query):
+    seen = echo_of(bed, target=target)
+    assert (seen["path"], seen["query"]) == (path, query)
+
+
+# 3. Encoding -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("path", "encoding", "decode"),
+    [
+        ("/gzip", "gzip", gzip.decompress),
+        ("/deflate", "deflate", zlib.decompress),
+        ("/brotli", "br", None),  # no brotli decoder here; the bytes are not JSON
+    ],
+)
+def test_compressed_bodies_pass_through_unchanged(bed, path, encoding, decode):
+    response, data = send(
+        bed, "GET", path, [("Host", "httpbin.test"), ("Accept-Encoding", encoding)]
+    )
+    assert response.status == 200
+    assert response.getheader("Content-Encoding") == encoding
+    assert response.getheader("Content-Length") == str(len(data))
+    # Still compressed: it decodes to httpbin's JSON saying so.
+    if decode is None:
+        assert not data.startswith(b"{")
+    else:
+        assert json.loads(decode(data))[{"gzip": "gzipped", "deflate": "deflated"}[encoding]]
+
+
+def test_accept_encoding_is_forwarded_as_sent_and_never_invented(bed):
+    seen = echo_of(bed, target="/echo", headers=[("Accept-Encoding", "br;q=1, gzip;q=0.5")])
+    assert seen_headers(seen, "Accept-Encoding") == ["br;q=1, gzip;q=0.5"]
+    seen = echo_of(bed, target="/echo")
+    names = {name.lower() for name, _value in seen["headers"]}
+    assert not names & {"accept-encoding", "user-agent"}
+
+
+# 4. Headers --------------------------------------------------------------------------
+
+
+def test_every_set_cookie_arrives_separately_and_unchanged(bed):
+    target = "/response-headers?Set-Cookie=a%3D1%3B%20Path%3D%2F&Set-Cookie=b%3D2%3B%20HttpOnly"
+    response, _data = send(bed, "GET", target, [("Host", "httpbin.test")])
+    cookies = [value for name, value in response.getheaders() if name.lower() == "set-cookie"]
+    assert cookies == ["a=1; Path=/", "b=2; HttpOnly"]
+
+
+def test_response_carries_exactly_the_backends_headers(bed):
+    target = "/response-headers?X-Repeat=1&X-Repeat=2&Cache-Control=no-store"
+    direct = http.client.HTTPConnection(bed.httpbin.removeprefix("http://"), timeout=10)
+    direct.request("GET", target)
+    expected = [
+        (name.lower(), value)
+        for name, value in direct.getresponse().getheaders()
+        if name.lower() not in ("server", "date", "connection")
+    ]
+    direct.close()
+    response, _data = send(bed, "GET", target, [("Host", "httpbin.test")])
+    got = [
+        (name.lower(), value)
+        for name, value in response.getheaders()
+        if name.lower() not in ("server", "date", "connection", "via")
+    ]
+    assert got == expected
+    assert ("x-repeat", "1") in got and ("x-repeat", "2") in got
+
+
+def test_hop_by_hop_and_replaced_response_headers_are_removed(bed):
+    response, data = send(bed, "GET", "/", [("Host", "hop-by-hop.test")])
+    names = [name.lower() for name, _value in response.getheaders()]
+    assert data == b"ok"
+    assert not set(names) & {"x-internal", "keep-alive", "proxy-authenticate", "upgrade", "trailer"}
+    assert names.count("date") == 1 and names.count("server") == 1
+    assert response.getheader("Server") == "gunicorn"
+    assert response.getheader("X-Public") == "yes"
+
+
+def test_hop_by_hop_request_headers_are_removed(bed):
+    seen = echo_of(
+        bed,
+        target="/echo",
+        headers=[
+            ("Connection", "X-Secret"),
+            ("X-Secret", "1"),
+            ("Keep-Alive", "timeout=5"),
+            ("Proxy-Connection", "keep-alive"),
+            ("TE", "trailers"),
+            ("Trailer", "X-T"),
+            ("Upgrade", "h2c"),
+            ("Proxy-Authorization", "Basic c2VjcmV0"),
+            ("X-Kept", "1"),
+        ],
+    )
+    names = {name.lower() for name, _value in seen["headers"]}
+    assert not names & {
+        "x-secret",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "upgrade",
+        "proxy-authorization",
+    }
+    assert seen_headers(seen, "X-Kept") == ["1"]
+
+
+def test_repeated_request_headers_keep_their_values(bed):
+    seen = echo_of(bed, target="/echo", headers=[("X-Dup", "a"), ("X-Dup", "b")])
+    assert seen_headers(seen, "X-Dup") == ["a,b"]
+
+
+# 5. Forwarded headers ----------------------------------------------------------------
+
+
+def test_forwarded_headers_reach_a_real_backend(bed):
+    response, data = send(
+        bed,
+        "GET",
+        "/bin/get?show_env=1",
+        [("Host", "httpbin.test:8443"), ("X-Forwarded-For", "6.6.6.6"), ("Via", "1.1 edge")],
+    )
+    received = json.loads(data)["headers"]
+    assert received["X-Forwarded-For"] == "127.0.0.1"
+    assert received["X-Forwarded-Host"] == "httpbin.test:8443"
+    assert received["X-Forwarded-Proto"] == "http"
+    assert received["X-Forwarded-Port"] == "8443"
+    assert received["X-Forwarded-Prefix"] == "/bin"
+    assert received["Via"] == "1.1 edge, 1.1 django-lb"
+    assert received["Host"] == bed.httpbin.removeprefix("http://")
+    assert response.getheader("Via") == "1.1 django-lb"
+
+
+def test_preserve_host_sends_the_clients_host(bed):
+    seen = echo_of(bed, target="/echo", host="keep.test")
+    assert seen_headers(seen, "Host") == ["keep.test"]
+
+
+# 6. Bodiless answers -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("method", "code"), [("HEAD", 200), ("GET", 204), ("GET", 304)])
+def test_bodiless_answers_have_no_body_and_no_invented_header(bed, method, code):
+    answer = exchange(
+        bed, f"{method} /{code} HTTP/1.1\r\nHost: status.test\r\nConnection: close\r\n\r\n".encode()
+    )
+    head, _, body = answer.partition(b"\r\n\r\n")
+    lines = head.decode().split("\r\n")
+    assert lines[0].startswith(f"HTTP/1.1 {code} ")
+    names = {line.split(":", 1)[0].lower() for line in lines[1:]}
+    backend_names = {"etag", "x-backend"} | ({"content-length"} if code == 200 else set())
+    assert names - backend_names == {"server", "date", "connection", "via"}
+    assert body == b""
+
+
+def test_interim_1xx_is_never_the_final_answer(bed):
+    response, data = send(bed, "GET", "/", [("Host", "hints.test")])
+    assert (response.status, data, response.getheader("X-Final")) == (200, b"final", "yes")
+
+
+# 7. Redirects ------------------------------------------------------------------------
+
+
+def test_redirect_to_the_backend_itself_is_rewritten_to_the_public_address(bed):
+    response, _data = send(bed, "GET", "/redirect-home/x", [("Host", "raw.test:8000")])
+    assert response.status == 302
+    assert response.getheader("Location") == "http://raw.test:8000/redirect-home/login?next=%2Fx"
+    assert response.getheader("Content-Location") == "http://raw.test:8000/redirect-home/here"
+
+
+def test_relative_redirect_gets_the_stripped_prefix_back(bed):
+    response, _data = send(bed, "GET", "/redirect-relative", [("Host", "raw.test")])
+    assert (response.status, response.getheader("Location")) == (301, "/redirect-relative/login")
+
+
+def test_third_party_redirect_is_left_alone_and_never_followed(bed):
+    response, _data = send(bed, "GET", "/", [("Host", "redirect-away.test")])
+    assert (response.status, response.getheader("Location")) == (302, "http://elsewhere.example/x")
+
+
+# 8. No SSRF --------------------------------------------------------------------------
+
+
+def test_no_target_makes_the_balancer_connect_elsewhere(bed):
+    evil = url_of(bed.evil).removeprefix("http://")
+    targets = [
+        f"/pre@{evil}/x",
+        f"//{evil}/x",
+        f"/pre:{evil.split(':')[1]}/x",
+        f"/pre/..%2F..%2F{evil}/x",
+        f"/%2e%2e/%2e%2e/{evil}/",
+        f"/pre/../../{evil}",
+        f"/pre/%2F%2F{evil}",
+        f"/pre\\@{evil}/",
+    ]
+    for target in targets:
+        response, data = send(bed, "GET", target, [("Host", "echo.test")])
+        assert response.status in (200, 400, 404), (target, response.status)
+        if response.status == 200:  # answered by the echo pool's own backend
+            assert data.startswith(b"{") or data == b"This is the mango application.", target
+    absolute = exchange(
+        bed, f"GET http://{evil}/ HTTP/1.1\r\nHost: echo.test\r\nConnection: close\r\n\r\n".encode()
+    )
+    assert absolute.startswith(b"HTTP/1.1 400 ")
+    with_evil_host = exchange(
+        bed, f"GET /pre/x HTTP/1.1\r\nHost: {evil}\r\nConnection: close\r\n\r\n".encode()
+    )
+    assert with_evil_host.startswith(b"HTTP/1.1 404 ")
+    assert bed.evil_connections() == 0
+
+
+# 9. Host -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("host", ["ECHO.Test", "echo.test.", "Echo.TEST:8000.", "echo.test:80"])
+def test_host_variants_route_like_the_plain_host(bed, host):
+    assert echo_of(bed, target="/echo", host=host)["app"] == "mango"
+
+
+@pytest.mark.parametrize("host_line", [b"", b"Host: bad host\r\n", b"Host: a/b\r\n"])
+def test_missing_or_malformed_host_gets_400(bed, host_line):
+    answer = exchange(bed, b"GET /echo HTTP/1.1\r\n" + host_line + b"Connection: close\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 400 ")
+    assert answer.endswith(b"\r\n\r\nBad Request")
+
+
+# 10. Broken backends -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "backend", ["garbage", "framing", "two-lengths", "bad-header", "reset-early"]
+)
+def test_broken_answer_before_the_body_gets_502(bed, backend):
+    response, data = send(bed, "GET", "/", [("Host", f"{backend}.test")])
+    assert (response.status, data) == (502, b"Bad Gateway")
+
+
+@pytest.mark.parametrize("backend", ["truncated", "reset-mid"])
+def test_broken_body_aborts_the_clients_connection(bed, backend):
+    with pytest.raises(requests.exceptions.ChunkedEncodingError):
+        requests.get(bed.balancer.url, headers={"Host": f"{backend}.test"}, timeout=10)
+    deadline = time.monotonic() + 5
+    while "broke off its response" not in bed.balancer.log():
+        assert time.monotonic() < deadline, "the broken response was not logged"
+        time.sleep(0.05)
+
+
+# 11. Limits --------------------------------------------------------------------------
+
+
+def test_body_over_the_limit_gets_413_before_it_is_sent(bed):
+    answer = exchange(
+        bed,
+        b"POST /echo HTTP/1.1\r\nHost: echo.test\r\nContent-Length: 2000000000000\r\n"
+        b"Connection: close\r\n\r\n",
+    )
+    assert answer.startswith(b"HTTP/1.1 413 ")
+    assert answer.endswith(b"Payload Too Large")
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "status"),
+    [
+        (b"GET /echo HTTP/1.1\r\nHost: echo.test\r\nX-A: a\rb\r\n\r\n", b"400"),
+        (b"GET /echo HTTP/1.1\r\nHost: echo.test\r\nX-A: " + b"a" * 20000 + b"\r\n\r\n", b"431"),
+        (b"GET /" + b"a" * 10000 + b" HTTP/1.1\r\nHost: echo.test\r\n\r\n", b"414"),
+    ],
+    ids=["cr-in-header", "huge-header", "huge-uri"],
+)
+def test_malformed_requests_get_4xx_never_500(bed, request_bytes, status):
+    answer = exchange(bed, request_bytes)
+    assert answer.split(b" ", 2)[1] == status
+
+
+# 12. HTTPS backends ------------------------------------------------------------------
+
+
+def test_https_backend_with_pool_ca_bundle(bed):
+    assert echo_of(bed, target="/echo", host="tls.test")["app"] == "tls"
+
+
+def test_https_backend_certificate_is_verified_by_default(bed):
+    response, data = send(bed, "GET", "/", [("Host", "tls-untrusted.test")])
+    assert (response.status, data) == (502, b"Bad Gateway")
+
+
+def test_https_verification_can_be_switched_off_per_pool(bed):
+    response, data = send(bed, "GET", "/", [("Host", "tls-off.test")])
+    assert (response.status, data) == (200, b"This is the tls application.")
+
+
+# 13. Slow clients --------------------------------------------------------------------
+
+
+def test_half_open_clients_do_not_starve_the_balancer(bed):
+    host, port = bed.balancer.url.removeprefix("http://").split(":")
+    stalled = []
+    try:
+        for _ in range(8):  # more than the two workers
+            conn = socket.create_connection((host, int(port)))
+            conn.sendall(b"GET /echo HTTP/1.1\r\nHost: echo.test\r\n")  # never finished
+            stalled.append(conn)
+        started = time.monotonic()
+        answer = requests.get(bed.balancer.url + "/", headers={"Host": "echo.test"}, timeout=10)
+        assert answer.text == "This is the mango application."
+        assert time.monotonic() - started < 5
+    finally:
+        for conn in stalled:
+            conn.close()
