@@ -19,3 +19,7 @@ graceful_timeout = 30
 # gunicorn's control socket has one default path per user; several masters
 # (balancer and demo backends) on one machine would fight over it.
 control_socket_disable = True
+
+# Only the balancer's trusted proxies may tell gunicorn the original scheme
+# (X-Forwarded-Proto and friends); gunicorn's default trusts every local client.
+forwarded_allow_ips = os.environ.get("TRUSTED_PROXIES", "").replace(" ", "")

@@ -313,6 +313,7 @@ def test_200_mb_upload_streams_in_bounded_memory(bed):
         result.update(answer.json())
 
     growth = worker_memory_growth(bed, upload)
+    print(f"200 MB upload: worker RSS grew {growth / MB:.1f} MB")
     assert result["body_length"] == BIG
     assert result["body_sha256"] == expected_download_sha256(BIG)
     assert growth < MEMORY_BOUND, f"a worker grew by {growth / MB:.1f} MB"
@@ -333,6 +334,7 @@ def test_200_mb_download_streams_in_bounded_memory(bed):
                 digest.update(chunk)
 
     growth = worker_memory_growth(bed, download)
+    print(f"200 MB download: worker RSS grew {growth / MB:.1f} MB")
     assert digest.hexdigest() == expected_download_sha256(BIG)
     assert growth < MEMORY_BOUND, f"a worker grew by {growth / MB:.1f} MB"
 
@@ -477,7 +479,12 @@ def test_forwarded_headers_reach_a_real_backend(bed):
         bed,
         "GET",
         "/bin/get?show_env=1",
-        [("Host", "httpbin.test:8443"), ("X-Forwarded-For", "6.6.6.6"), ("Via", "1.1 edge")],
+        [
+            ("Host", "httpbin.test:8443"),
+            ("X-Forwarded-For", "6.6.6.6"),
+            ("X-Forwarded-Proto", "https"),
+            ("Via", "1.1 edge"),
+        ],
     )
     received = json.loads(data)["headers"]
     assert received["X-Forwarded-For"] == "127.0.0.1"
@@ -615,6 +622,31 @@ def test_body_over_the_limit_gets_413_before_it_is_sent(bed):
     )
     assert answer.startswith(b"HTTP/1.1 413 ")
     assert answer.endswith(b"Payload Too Large")
+
+
+@pytest.fixture(scope="module")
+def small_limit_balancer(tmp_path_factory, demo_backends):
+    """A second balancer, with MAX_BODY_SIZE of 100 kB, in front of the echo backend."""
+    home = tmp_path_factory.mktemp("small-limit")
+    rows = [*pool_rows("echo", [demo_backends["mango"][0]]), rule_row("echo", host="echo.test")]
+    balancer = Balancer(balancer_environment(home, rows, MAX_BODY_SIZE="100000"), workers=1)
+    yield balancer.url
+    balancer.stop()
+
+
+def test_chunked_body_growing_past_the_limit_gets_413(small_limit_balancer):
+    def parts(count):
+        for _ in range(count):
+            yield b"x" * 10_000
+
+    small = requests.post(
+        small_limit_balancer + "/echo", data=parts(10), headers={"Host": "echo.test"}, timeout=10
+    )
+    assert small.json()["body_length"] == 100_000
+    large = requests.post(
+        small_limit_balancer + "/echo", data=parts(11), headers={"Host": "echo.test"}, timeout=10
+    )
+    assert (large.status_code, large.text) == (413, "Payload Too Large")
 
 
 @pytest.mark.parametrize(

@@ -254,9 +254,12 @@ class TestBackendResponses:
         names = [name.lower() for name, _value in result.items()]
         assert names == ["content-length", "x-public", "via"]
 
-    def test_preserve_host_sends_the_clients_host(self, client, make_route, demo_backends):
-        make_route(demo_backends["mango"], host="www.kiwi.com", preserve_host=True)
-        seen = echo(client.get("/echo", headers={"Host": "www.kiwi.com"}))
+    @pytest.mark.parametrize(("prefix", "path"), [(None, "/echo"), ("/kiwi", "/kiwi/echo")])
+    def test_preserve_host_sends_the_clients_host(
+        self, client, make_route, demo_backends, prefix, path
+    ):
+        make_route(demo_backends["mango"], host="www.kiwi.com", prefix=prefix, preserve_host=True)
+        seen = echo(client.get(path, headers={"Host": "www.kiwi.com"}))
         assert header(seen, "Host") == ["www.kiwi.com"]
 
 
