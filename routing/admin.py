@@ -1,7 +1,8 @@
 """The routing table in the admin: pools with their backends, host and path rules."""
 
 from django.contrib import admin
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import mark_safe
 
 from .models import Backend, HostRule, PathRule, Pool
 
@@ -22,36 +23,77 @@ def disable_selected(modeladmin, request, queryset):
     queryset.update(enabled=False)
 
 
+@admin.action(description="Drain selected backends (weight 0: no new requests)")
+def drain_selected(modeladmin, request, queryset):
+    queryset.update(weight=0)
+
+
+def health_badge(backend):
+    """Return a coloured badge: disabled, drained, down or healthy (never checked counts)."""
+    if not backend.enabled:
+        colour, label = "#757575", "disabled"
+    elif not backend.healthy:
+        colour, label = "#c62828", "down"
+    elif backend.weight == 0:
+        colour, label = "#ef6c00", "draining"
+    else:
+        colour, label = "#2e7d32", "healthy" if backend.last_checked else "healthy (unchecked)"
+    return format_html(
+        '<span style="color: {}; font-weight: bold" title="{}">● {}</span>',
+        colour,
+        backend.last_error or label,
+        label,
+    )
+
+
 class BackendInline(admin.TabularInline):
     model = Backend
     extra = 1
-    fields = ("url", "weight", "enabled", "healthy", "last_checked", "last_error")
-    readonly_fields = ("healthy", "last_checked", "last_error")
+    fields = ("url", "weight", "enabled", "health", "last_checked", "latency_ms", "last_error")
+    readonly_fields = ("health", "last_checked", "latency_ms", "last_error")
+
+    @admin.display(description="Health")
+    def health(self, backend):
+        return health_badge(backend) if backend.pk else "-"
 
 
 @admin.register(Pool)
 class PoolAdmin(admin.ModelAdmin):
-    list_display = (
-        "name",
-        "algorithm",
-        "backend_list",
-        "connect_timeout",
-        "read_timeout",
-    )
+    list_display = ("name", "algorithm", "backend_list", "connect_timeout", "read_timeout")
     list_filter = ("algorithm",)
     search_fields = ("name", "backends__url")
     inlines = [BackendInline]
     fieldsets = [
-        (None, {"fields": ["name", "algorithm", "health_check_path"]}),
-        ("Timeouts", {"fields": ["connect_timeout", "read_timeout"]}),
+        (None, {"fields": ["name", "algorithm"]}),
+        (
+            "Timeouts and retries",
+            {"fields": ["connect_timeout", "read_timeout", "max_attempts"]},
+        ),
+        (
+            "Health",
+            {
+                "fields": [
+                    "health_check_path",
+                    "health_check_interval",
+                    "health_check_timeout",
+                    "max_fails",
+                    "fail_timeout",
+                ],
+                "description": "Active checks run in `python manage.py healthcheck "
+                "--loop` and are shared by every worker through the database. "
+                "Passive failures (max fails, fail timeout) are counted by each "
+                "worker on its own.",
+            },
+        ),
         ("TLS to https:// backends", {"fields": ["tls_verify", "tls_ca_bundle"]}),
     ]
 
     @admin.display(description="Backends")
     def backend_list(self, pool):
-        return ", ".join(
-            f"{backend.url}{'' if backend.enabled else ' (disabled)'}"
-            for backend in pool.backends.all()
+        return format_html_join(
+            mark_safe("<br>"),
+            "{} {}",
+            ((health_badge(backend), backend.url) for backend in pool.backends.all()),
         )
 
     def get_queryset(self, request):
@@ -60,17 +102,16 @@ class PoolAdmin(admin.ModelAdmin):
 
 @admin.register(Backend)
 class BackendAdmin(admin.ModelAdmin):
-    list_display = ("url", "pool", "weight", "enabled", "health")
+    list_display = ("url", "pool", "weight", "enabled", "health", "last_checked", "latency_ms")
     list_filter = ("pool", "enabled", "healthy")
     search_fields = ("url", "pool__name")
     list_select_related = ("pool",)
-    readonly_fields = ("healthy", "last_checked", "last_error")
-    actions = [enable_selected, disable_selected]
+    readonly_fields = ("healthy", "last_checked", "latency_ms", "last_error")
+    actions = [enable_selected, disable_selected, drain_selected]
 
     @admin.display(description="Health", ordering="healthy")
     def health(self, backend):
-        colour, label = ("#2e7d32", "healthy") if backend.healthy else ("#c62828", "down")
-        return format_html('<span style="color: {}">● {}</span>', colour, label)
+        return health_badge(backend)
 
 
 @admin.register(HostRule)

@@ -12,7 +12,11 @@ from django.db.models import F
 from django.dispatch import Signal
 
 ALGORITHM_CHOICES = [
-    ("random", "Random (weighted by backend weight)"),
+    ("random", "Random, in proportion to weight"),
+    ("round_robin", "Round robin, one request each in turn"),
+    ("weighted", "Weighted round robin (smooth, as nginx)"),
+    ("least_connections", "Least connections for the weight"),
+    ("ip_hash", "Client address hash (the same backend per client)"),
 ]
 
 # Sent after every change to the routing rules, once the version is bumped.
@@ -182,7 +186,25 @@ class Pool(models.Model):
         max_length=32,
         choices=ALGORITHM_CHOICES,
         default="random",
-        help_text="How a backend is chosen for each request.",
+        help_text="How a backend is chosen for each request. Counters (turns, "
+        "connections, failures) are kept by each worker process on its own.",
+    )
+    max_attempts = models.PositiveSmallIntegerField(
+        default=3,
+        validators=[MinValueValidator(1)],
+        help_text="Backends tried per request, e.g. 3. A failed connection is "
+        "retried on another backend for any method; a failure after the "
+        "request was sent only for GET, HEAD, OPTIONS, PUT and DELETE without a body.",
+    )
+    max_fails = models.PositiveSmallIntegerField(
+        default=3,
+        validators=[MinValueValidator(1)],
+        help_text="Failures in a row after which a worker skips a backend, e.g. 3.",
+    )
+    fail_timeout = models.FloatField(
+        default=10.0,
+        validators=[MinValueValidator(0)],
+        help_text="Seconds a failing backend is skipped before it is tried again, e.g. 10.",
     )
     connect_timeout = models.FloatField(
         default=3.0,
@@ -209,11 +231,23 @@ class Pool(models.Model):
         "file of trusted certificates, e.g. /etc/ssl/private-ca.pem. Blank: "
         "the system's trusted CAs.",
     )
+    health_check_interval = models.FloatField(
+        default=5.0,
+        validators=[MinValueValidator(0.1)],
+        help_text="Seconds between active health checks of each backend, e.g. 5.",
+    )
+    health_check_timeout = models.FloatField(
+        default=2.0,
+        validators=[MinValueValidator(0.001)],
+        help_text="Seconds a health check waits for an answer, e.g. 2.",
+    )
     health_check_path = models.CharField(
         max_length=200,
         default="/healthcheck",
+        blank=True,
         validators=[validate_prefix],
-        help_text="Path that active health checks request, e.g. /healthcheck.",
+        help_text="Path that active health checks request, e.g. /healthcheck. "
+        "Blank: no active checks (failures are still noticed passively).",
     )
 
     objects = PoolQuerySet.as_manager()
@@ -252,6 +286,7 @@ class Backend(models.Model):
     )
     last_checked = models.DateTimeField(null=True, blank=True)
     last_error = models.CharField(max_length=500, blank=True)
+    latency_ms = models.FloatField("latency (ms)", null=True, blank=True)
 
     objects = RoutingQuerySet.as_manager()
 

@@ -151,9 +151,23 @@ def upstream_request_headers(request, match):
     return sent
 
 
+def client_address(meta):
+    """Return the address of the client a request comes from, for ip_hash."""
+    return headers.original_client(
+        meta.get("REMOTE_ADDR", ""), meta.get("HTTP_X_FORWARDED_FOR"), settings.TRUSTED_PROXIES
+    )
+
+
 def admin_cookie_names():
     """Return the balancer admin's own cookies, never forwarded to a backend."""
     return {settings.SESSION_COOKIE_NAME, settings.CSRF_COOKIE_NAME}
+
+
+def has_body(meta):
+    """Whether the request comes with a body (of known length or chunked)."""
+    return meta.get("CONTENT_LENGTH", "") not in ("", "0") or (
+        "chunked" in meta.get("HTTP_TRANSFER_ENCODING", "").lower()
+    )
 
 
 def request_body(meta):
@@ -199,9 +213,10 @@ def read_to_end(stream, limit):
 class UpstreamBody:
     """The backend's response body, passed on as it arrives, still encoded."""
 
-    def __init__(self, upstream, backend_url):
+    def __init__(self, upstream, backend_url, on_close=None):
         self.upstream = upstream
         self.backend_url = backend_url
+        self.on_close = on_close
 
     def __iter__(self):
         try:
@@ -216,6 +231,8 @@ class UpstreamBody:
         # A body read to its end has already given its connection back to the
         # pool; anything else is closed so a half-read response is never reused.
         self.upstream.close()
+        if self.on_close is not None:
+            self.on_close()
 
 
 class ProxiedResponse(StreamingHttpResponse):
@@ -226,9 +243,9 @@ class ProxiedResponse(StreamingHttpResponse):
     code that reads one value per name.
     """
 
-    def __init__(self, upstream, header_list, backend_url):
+    def __init__(self, upstream, header_list, body):
         super().__init__(
-            UpstreamBody(upstream, backend_url),
+            body,
             status=upstream.status_code,
             reason=upstream.reason or None,
         )
@@ -241,7 +258,7 @@ class ProxiedResponse(StreamingHttpResponse):
         return self.header_list
 
 
-def client_response(upstream, request, match, backend):
+def client_response(upstream, request, match, backend, on_close=None):
     """Wrap the backend's answer for the client, or raise InvalidUpstreamResponse."""
     if not 200 <= upstream.status_code <= 599:
         raise InvalidUpstreamResponse(f"status {upstream.status_code}")
@@ -257,7 +274,7 @@ def client_response(upstream, request, match, backend):
     except headers.InvalidHeaders as error:
         raise InvalidUpstreamResponse(str(error)) from error
     header_list.append(("Via", via_from(upstream)))
-    return ProxiedResponse(upstream, header_list, backend.url)
+    return ProxiedResponse(upstream, header_list, UpstreamBody(upstream, backend.url, on_close))
 
 
 def via_from(upstream):
@@ -267,11 +284,11 @@ def via_from(upstream):
     return headers.with_via(previous, f"HTTP/{version}", settings.VIA_PSEUDONYM)
 
 
-def forward(request, match, backend):
+def forward(request, match, backend, on_close=None):
     """Send the request to the backend and return its streaming response.
 
     Raises requests' exceptions when the backend cannot be reached or answers
-    badly, and BodyTooLarge; the view maps them to statuses.
+    badly, and BodyTooLarge. on_close runs once the response is done with.
     """
     upstream_request = requests.PreparedRequest()
     upstream_request.method = request.method
@@ -300,7 +317,7 @@ def forward(request, match, backend):
         # missing, a header value http.client refuses. The backend is unusable.
         raise requests.ConnectionError(error) from error
     try:
-        return client_response(upstream, request, match, backend)
+        return client_response(upstream, request, match, backend, on_close)
     except InvalidUpstreamResponse:
         upstream.close()
         raise

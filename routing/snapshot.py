@@ -28,6 +28,9 @@ class Pool:
     read_timeout: float = 30.0
     # requests' verify: True, False, or the path of a CA bundle.
     tls_verify: bool | str = True
+    max_attempts: int = 3
+    max_fails: int = 3
+    fail_timeout: float = 10.0
     usable_backends: tuple[Backend, ...] = field(init=False, repr=False)
 
     def __post_init__(self):

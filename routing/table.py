@@ -48,6 +48,9 @@ def build_route_table():
             connect_timeout=row.connect_timeout,
             read_timeout=row.read_timeout,
             tls_verify=(row.tls_ca_bundle or True) if row.tls_verify else False,
+            max_attempts=row.max_attempts,
+            max_fails=row.max_fails,
+            fail_timeout=row.fail_timeout,
             backends=tuple(backends.get(row.id, ())),
         )
         for row in Pool.objects.all()

@@ -1,17 +1,12 @@
 """The catch-all view: resolve the rule, choose a backend, forward, map errors."""
 
-import logging
-
-import requests
 from django.http import HttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
-from .balancer import choose_backend
-from .proxy import BodyTooLarge, forward, raw_target
+from .attempts import NoBackendAvailable, UpstreamFailed, send_to_pool
+from .proxy import BodyTooLarge, client_address, raw_target
 from .resolver import resolve, split_target
 from .table import get_route_table
-
-logger = logging.getLogger(__name__)
 
 ERROR_BODIES = {
     400: "Bad Request",
@@ -40,16 +35,11 @@ def proxy_view(request, host):
     match = resolve(get_route_table(), host, target[0])
     if match is None:
         return error_response(404)
-    backend = choose_backend(match.route.pool)
-    if backend is None:
-        return error_response(503)
     try:
-        return forward(request, match, backend)
+        return send_to_pool(request, match, client_address(request.META))
+    except NoBackendAvailable:
+        return error_response(503)
     except BodyTooLarge:
         return error_response(413)
-    except requests.Timeout as error:
-        logger.warning("Backend %s timed out: %s", backend.url, error)
-        return error_response(504)
-    except requests.RequestException as error:
-        logger.warning("Backend %s failed: %s", backend.url, error)
-        return error_response(502)
+    except UpstreamFailed as failure:
+        return error_response(504 if failure.timed_out else 502)

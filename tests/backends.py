@@ -2,6 +2,7 @@
 
 import hashlib
 import os
+import time
 
 BLOCK = hashlib.sha256(b"download").digest() * 2048  # 64 KiB of fixed bytes
 
@@ -45,3 +46,10 @@ def status(environ, start_response):
         headers.append(("Content-Length", "4"))
     start_response(f"{code} {reasons.get(code, 'Status')}", headers)
     return body
+
+
+def slow(environ, start_response):
+    """Answer after ?S seconds (default 1.5): a request still in flight."""
+    time.sleep(float(environ.get("QUERY_STRING") or 1.5))
+    start_response("200 OK", [("Content-Length", "4")])
+    return [b"slow"]

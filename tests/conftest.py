@@ -74,6 +74,7 @@ def start_gunicorn(
     cwd=None,
     executable=GUNICORN,
     extra_args=(),
+    new_session=False,
 ):
     """Start gunicorn on an already-bound socket and return the process."""
     fd = sock.fileno()
@@ -93,6 +94,7 @@ def start_gunicorn(
         cwd=cwd or PROJECT_ROOT,
         env={**os.environ, **(env or {})},
         pass_fds=(fd,),
+        start_new_session=new_session,
         stdout=log,
         stderr=subprocess.STDOUT if log is not subprocess.DEVNULL else subprocess.DEVNULL,
     )
@@ -258,13 +260,14 @@ class RawBackend:
     """A loopback server that answers each connection as the test says, byte by byte.
 
     `answer` is the bytes to send after the request head, or a function that
-    gets the connection and does as it likes (reset it, stall, ...).
+    gets the connection and what was read of the request so far (the head,
+    perhaps some body) and does as it likes (reset it, stall, ...).
     """
 
     def __init__(self, answer):
         self.sock = listening_socket()
         self.url = url_of(self.sock)
-        self.answer = answer if callable(answer) else lambda conn: conn.sendall(answer)
+        self.answer = answer if callable(answer) else lambda conn, _read: conn.sendall(answer)
         threading.Thread(target=self.serve, daemon=True).start()
 
     def serve(self):
@@ -274,8 +277,7 @@ class RawBackend:
             except OSError:
                 return
             with conn, contextlib.suppress(OSError):
-                read_request_head(conn)
-                self.answer(conn)
+                self.answer(conn, read_request_head(conn))
 
     def close(self):
         self.sock.close()

@@ -23,7 +23,7 @@ BACKENDS = {
     "apple1": ("apple", 9081),
     "apple2": ("apple", 9082),
 }
-SERVICES = {*BACKENDS, "migrate", "balancer"}
+SERVICES = {*BACKENDS, "migrate", "healthcheck", "balancer"}
 
 # Variables the Compose file reads; COMPOSE_* variables are dropped as well.
 INHERITED_VARIABLES = {"SECRET_KEY", "ADMIN_HOSTS"}
@@ -149,9 +149,15 @@ def test_migration_loads_the_compose_routes_once():
     assert migrate["restart"] == "no"
 
 
-def test_balancer_and_migration_share_the_database_volume():
+def test_health_checker_runs_as_its_own_service_after_the_migration():
+    checker = compose_config()["services"]["healthcheck"]
+    assert "manage.py healthcheck --loop" in command_line(checker)
+    assert checker["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
+
+
+def test_balancer_migration_and_checker_share_the_database_volume():
     services = compose_config()["services"]
-    for name in ("migrate", "balancer"):
+    for name in ("migrate", "healthcheck", "balancer"):
         service = services[name]
         assert service["environment"]["DATABASE_URL"] == "sqlite:////data/db.sqlite3"
         mounts = [(v["source"], v["target"]) for v in service["volumes"]]

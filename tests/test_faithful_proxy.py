@@ -60,11 +60,11 @@ RAW_ANSWERS = {
 }
 
 
-def reset_before_headers(conn):
+def reset_before_headers(conn, _read):
     reset(conn)
 
 
-def reset_mid_body(conn):
+def reset_mid_body(conn, _read):
     conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\n\r\n" + b"x" * 100_000)
     time.sleep(0.2)
     reset(conn)
@@ -123,7 +123,7 @@ class Bed:
         for name, answer in RAW_ANSWERS.items():
             raw = RawBackend(b"")
             origin = raw.url.encode()
-            raw.answer = lambda conn, answer=answer, origin=origin: conn.sendall(
+            raw.answer = lambda conn, _read, answer=answer, origin=origin: conn.sendall(
                 answer.replace(b"{origin}", origin)
             )
             self.raw.append(raw)

@@ -1,12 +1,13 @@
 """`make run`'s last step: honcho runs the Procfile, and Ctrl-C stops every process."""
 
 import os
-import re
 import secrets
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import requests
@@ -22,7 +23,6 @@ PORTS = {
 }
 HONCHO = os.path.join(os.path.dirname(sys.executable), "honcho")
 BOUND = 30
-PID_RE = re.compile(r"started \(pid=(\d+)\)|Listening at: \S+ \((\d+)\)|worker with pid: (\d+)")
 
 
 def answers(port, host="localhost"):
@@ -30,14 +30,6 @@ def answers(port, host="localhost"):
         return requests.get(f"http://127.0.0.1:{port}/", headers={"Host": host}, timeout=2)
     except requests.ConnectionError:
         return None
-
-
-def alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 @pytest.fixture
@@ -56,14 +48,13 @@ def run_env(tmp_path):
     return env
 
 
-def test_procfile_runs_demo_and_ctrl_c_stops_it_all(run_env, tmp_path):
-    log = open(tmp_path / "honcho.log", "w+")  # noqa: SIM115 (read after the run)
+def test_procfile_runs_demo_and_ctrl_c_stops_it_all(run_env):
     honcho = subprocess.Popen(
         [HONCHO, "start"],
         cwd=PROJECT_ROOT,
         env=run_env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
     try:
@@ -75,6 +66,13 @@ def test_procfile_runs_demo_and_ctrl_c_stops_it_all(run_env, tmp_path):
         mango = answers(8000, host="www.mango.com")
         assert mango.text == "This is the mango application."
         assert answers(8000, host="www.apple.com").text == "This is the apple application."
+        started = processes_of(run_env)
+        assert any(b"healthcheck" in cmdline for cmdline in started.values())
+        # The health checker ran: the demo backends have been checked.
+        deadline = time.monotonic() + BOUND
+        while not checked_backends(run_env):
+            assert time.monotonic() < deadline, "the health checker never checked"
+            time.sleep(0.2)
         # Ctrl-C in a terminal sends SIGINT to the whole foreground group.
         os.killpg(honcho.pid, signal.SIGINT)
         honcho.wait(timeout=BOUND)
@@ -82,12 +80,33 @@ def test_procfile_runs_demo_and_ctrl_c_stops_it_all(run_env, tmp_path):
         if honcho.poll() is None:
             os.killpg(honcho.pid, signal.SIGKILL)
             honcho.wait()
-    log.seek(0)
-    # Shells, gunicorn masters and their workers: each must be gone.
-    pids = {int(pid) for found in PID_RE.findall(log.read()) for pid in found if pid}
-    assert len(pids) >= 3 * len(PORTS)
+    # Shells, gunicorn masters and workers, the checker: each must be gone.
     deadline = time.monotonic() + BOUND
-    while any(alive(pid) for pid in pids):
-        assert time.monotonic() < deadline, "a process outlived Ctrl-C"
+    while processes_of(run_env):
+        assert time.monotonic() < deadline, f"outlived Ctrl-C: {processes_of(run_env)}"
         time.sleep(0.1)
+    assert len(started) >= 3 * len(PORTS)
     assert all(answers(port) is None for port in PORTS.values())
+
+
+def processes_of(env):
+    """Return {pid: command line} of every process running with this run's database."""
+    marker = f"DATABASE_URL={env['DATABASE_URL']}".encode()
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if marker in (entry / "environ").read_bytes().split(b"\0"):
+                    found[int(entry.name)] = (entry / "cmdline").read_bytes()
+            except OSError:  # gone meanwhile, or not ours to read
+                continue
+    return found
+
+
+def checked_backends(env):
+    """Count the backends the health checker has checked, read from the run's database."""
+    database = env["DATABASE_URL"].removeprefix("sqlite:///")
+    with sqlite3.connect(database) as connection:
+        return connection.execute(
+            "SELECT COUNT(*) FROM routing_backend WHERE last_checked IS NOT NULL"
+        ).fetchone()[0]
