@@ -102,7 +102,16 @@ class PoolAdmin(admin.ModelAdmin):
 
 @admin.register(Backend)
 class BackendAdmin(admin.ModelAdmin):
-    list_display = ("url", "pool", "weight", "enabled", "health", "last_checked", "latency_ms")
+    list_display = (
+        "url",
+        "pool",
+        "weight",
+        "enabled",
+        "health",
+        "last_checked",
+        "latency_ms",
+        "last_error",
+    )
     list_filter = ("pool", "enabled", "healthy")
     search_fields = ("url", "pool__name")
     list_select_related = ("pool",)

@@ -2,6 +2,7 @@
 
 import pytest
 from django.contrib.auth import get_user_model
+from django.utils import timezone
 
 from routing.models import Backend, HostRule, PathRule, Pool, RoutingVersion
 
@@ -142,3 +143,30 @@ def test_admin_pages_keep_django_security_headers(admin_client):
     result = admin_client.get("/admin/")
     assert result["X-Frame-Options"] == "DENY"
     assert result["X-Content-Type-Options"] == "nosniff"
+
+
+def test_drain_action_stops_new_requests_to_a_backend(admin_client, mango, demo_backends):
+    drained = mango.backends.get()
+    other = Backend.objects.create(pool=mango, url=demo_backends["mango"][1])
+    HostRule.objects.create(host="www.mango.com", pool=mango)
+    admin_client.post(
+        "/admin/routing/backend/",
+        {"action": "drain_selected", "_selected_action": [drained.pk]},
+    )
+    drained.refresh_from_db()
+    assert drained.weight == 0
+    seen = {admin_client.get("/echo", headers={"Host": "www.mango.com"}).content for _ in range(10)}
+    assert len(seen) == 1 and other.url.removeprefix("http://").encode() in seen.pop()
+
+
+def test_backend_health_shows_as_badges_with_the_last_check(admin_client, mango):
+    Backend.objects.filter(pool=mango).update(
+        healthy=False, last_error="Connection refused", last_checked=timezone.now()
+    )
+    Backend.objects.create(pool=mango, url="http://127.0.0.1:2", weight=0)
+    Backend.objects.create(pool=mango, url="http://127.0.0.1:3", enabled=False)
+    page = admin_client.get("/admin/routing/backend/").content.decode()
+    for label in ("● down", "● draining", "● disabled", "Connection refused"):
+        assert label in page
+    pools = admin_client.get("/admin/routing/pool/").content.decode()
+    assert "● down" in pools and "● draining" in pools
