@@ -20,7 +20,8 @@ class PoolState:
     current_weights: dict = field(default_factory=dict)
     in_flight: dict = field(default_factory=dict)
     failures: dict = field(default_factory=dict)
-    down_until: dict = field(default_factory=dict)
+    down_until: dict = field(default_factory=dict)  # monotonic seconds
+    down_since: dict = field(default_factory=dict)  # epoch seconds
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
 
@@ -102,8 +103,19 @@ def available_backends(pool, state, exclude=(), now=None):
     return [
         backend
         for backend in pool.usable_backends
-        if backend.id not in exclude and state.down_until.get(backend.id, 0) <= now
+        if backend.id not in exclude and not cooling_down(backend, state, now)
     ]
+
+
+def cooling_down(backend, state, now):
+    """Whether passive failures still keep a backend out.
+
+    An active health check that passed after the failures ends the cool-down
+    early: a revived backend gets traffic once the checker has seen it.
+    """
+    if state.down_until.get(backend.id, 0) <= now:
+        return False
+    return backend.checked_at <= state.down_since.get(backend.id, 0)
 
 
 def choose_backend(pool, client="", exclude=(), state=None):
@@ -123,7 +135,7 @@ def record_success(pool, backend, state=None):
         state.failures.pop(backend.id, None)
 
 
-def record_failure(pool, backend, state=None, now=None):
+def record_failure(pool, backend, state=None, now=None, wall_clock=None):
     """A backend failed; after max_fails in a row it is skipped for fail_timeout seconds."""
     state = pool_state(pool.id) if state is None else state
     now = time.monotonic() if now is None else now
@@ -132,6 +144,7 @@ def record_failure(pool, backend, state=None, now=None):
         state.failures[backend.id] = failures
         if failures >= pool.max_fails:
             state.down_until[backend.id] = now + pool.fail_timeout
+            state.down_since[backend.id] = time.time() if wall_clock is None else wall_clock
             state.failures[backend.id] = 0
 
 

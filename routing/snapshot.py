@@ -11,6 +11,7 @@ class Backend:
     weight: int = 1
     enabled: bool = True
     healthy: bool = True
+    checked_at: float = 0.0  # epoch seconds of the last active check, 0 if never
 
     @property
     def usable(self):

@@ -38,6 +38,7 @@ def build_route_table():
                 weight=row.weight,
                 enabled=row.enabled,
                 healthy=row.healthy,
+                checked_at=row.last_checked.timestamp() if row.last_checked else 0.0,
             )
         )
     pools = {

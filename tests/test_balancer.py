@@ -151,3 +151,15 @@ def test_backend_failing_max_fails_in_a_row_cools_down_then_returns():
     record_failure(pool, a, state, now=100)
     assert available_backends(pool, state, now=105) == [b]
     assert available_backends(pool, state, now=111) == [a, b]
+
+
+def test_a_passing_health_check_ends_the_cool_down_early():
+    down = Backend(1, "http://a:1", checked_at=1000.0)
+    pool = pool_of(down, max_fails=1, fail_timeout=30)
+    state = PoolState()
+    record_failure(pool, down, state, now=100, wall_clock=2000.0)
+    assert available_backends(pool, state, now=101) == []
+    checked_before = pool_of(Backend(1, "http://a:1", checked_at=1999.0))
+    assert available_backends(checked_before, state, now=101) == []
+    revived = pool_of(Backend(1, "http://a:1", checked_at=2001.0))
+    assert available_backends(revived, state, now=101) == [revived.backends[0]]
