@@ -6,6 +6,7 @@ balancer, and their command-line flags override it.
 """
 
 import os
+import tempfile
 
 # Threaded workers: a slow client or a slow backend holds a thread, not a
 # whole process, and connections to clients and backends are kept alive.
@@ -14,7 +15,12 @@ workers = int(os.environ.get("WEB_CONCURRENCY", os.cpu_count() or 2))
 threads = int(os.environ.get("GUNICORN_THREADS", "16"))
 keepalive = 5
 timeout = 60
-graceful_timeout = 30
+# Requests in flight get this long to finish on shutdown and reload.
+graceful_timeout = int(os.environ.get("GRACEFUL_TIMEOUT", "30"))
+
+# TLS termination by gunicorn itself, when both files are given.
+certfile = os.environ.get("TLS_CERTFILE") or None
+keyfile = os.environ.get("TLS_KEYFILE") or None
 
 # gunicorn's control socket has one default path per user; several masters
 # (balancer and demo backends) on one machine would fight over it.
@@ -23,3 +29,27 @@ control_socket_disable = True
 # Only the balancer's trusted proxies may tell gunicorn the original scheme
 # (X-Forwarded-Proto and friends); gunicorn's default trusts every local client.
 forwarded_allow_ips = os.environ.get("TRUSTED_PROXIES", "").replace(" ", "")
+
+
+# prometheus-client's multiprocess mode: every worker writes its metrics to
+# files in one directory, which /metrics adds up. Set before any worker starts.
+if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="lb-metrics-")
+
+
+def on_starting(server):
+    """Start from empty metric files: counts of an earlier run must not add up."""
+    directory = os.environ["PROMETHEUS_MULTIPROC_DIR"]
+    os.makedirs(directory, exist_ok=True)
+    for name in os.listdir(directory):
+        if name.endswith(".db"):
+            os.remove(os.path.join(directory, name))
+
+
+def child_exit(server, worker):
+    """Drop a dead worker's live gauges (requests in flight)."""
+    try:
+        from prometheus_client import multiprocess
+    except ImportError:  # a program without prometheus-client run from here
+        return
+    multiprocess.mark_process_dead(worker.pid)

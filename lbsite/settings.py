@@ -63,7 +63,47 @@ TRUSTED_PROXIES = [
 
 # First path segments of the balancer's own pages; on the admin hosts they
 # shadow the rules. STATIC_URL below lives under "static".
-BALANCER_PAGES = frozenset({"admin", "healthz", "static"})
+BALANCER_PAGES = frozenset({"admin", "healthz", "metrics", "static"})
+
+# The Host header is the client's to choose: optionally, the balancer's own
+# pages (admin, metrics) answer only clients in these networks (CIDRs).
+# Empty: any client. /healthz always answers, for probes.
+ADMIN_ALLOWED_NETWORKS = [
+    ipaddress.ip_network(network, strict=False)
+    for network in env_list("ADMIN_ALLOWED_NETWORKS", "")
+]
+
+# One line per proxied request on the "routing.access" logger, as key=value
+# pairs ("kv") or JSON ("json").
+ACCESS_LOG = env_bool("ACCESS_LOG", default=True)
+ACCESS_LOG_FORMAT = os.environ.get("ACCESS_LOG_FORMAT", "kv")
+if ACCESS_LOG_FORMAT not in ("kv", "json"):
+    raise ImproperlyConfigured("ACCESS_LOG_FORMAT is kv or json.")
+
+# gunicorn's graceful timeout (gunicorn.conf.py reads the same variable); a
+# system check warns about pools whose retries could outlast it.
+GRACEFUL_TIMEOUT = int(os.environ.get("GRACEFUL_TIMEOUT", "30"))
+
+# The admin behind HTTPS (TLS terminated by gunicorn or by a proxy in front).
+# These guard the balancer's own pages only: proxied traffic never passes
+# Django's security middleware.
+SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE")
+CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE")
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", "")
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT")
+SECURE_HSTS_SECONDS = int(os.environ.get("SECURE_HSTS_SECONDS", "0"))
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS")
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD")
+if env_bool("SECURE_PROXY_SSL_HEADER"):
+    # Only behind a proxy that sets X-Forwarded-Proto itself (TRUSTED_PROXIES).
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SILENCED_SYSTEM_CHECKS = [
+    # security.W008 asks for SECURE_SSL_REDIRECT. It can only ever apply to the
+    # admin (proxied traffic never passes the security middleware), and the
+    # balancer often listens on plain HTTP behind TLS termination; set
+    # SECURE_SSL_REDIRECT=1 where the admin is reached over HTTPS.
+    "security.W008",
+]
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -150,12 +190,15 @@ LOGGING = {
     "disable_existing_loggers": False,
     "formatters": {
         "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "access": {"format": "%(message)s"},
     },
     "handlers": {
         "console": {"class": "logging.StreamHandler", "formatter": "plain"},
+        "access": {"class": "logging.StreamHandler", "formatter": "access"},
     },
     "root": {"handlers": ["console"], "level": "INFO"},
     "loggers": {
+        "routing.access": {"handlers": ["access"], "level": "INFO", "propagate": False},
         # Proxied 4xx/5xx answers are the backends' business, not warnings
         # about the balancer itself.
         "django.request": {"level": "ERROR"},

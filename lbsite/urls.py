@@ -4,13 +4,26 @@ from django.contrib import admin
 from django.http import HttpResponse
 from django.urls import path
 
+from routing.admin_views import explain_route_view, routing_table_view
+from routing.observe import render_metrics
+from routing.table import get_route_table
+
 
 def healthz(request):
     """Answer liveness probes: the balancer process is up."""
     return HttpResponse("OK", content_type="text/plain; charset=utf-8")
 
 
+def metrics(request):
+    """Serve every worker's metrics in Prometheus' text format."""
+    body, content_type = render_metrics(get_route_table)
+    return HttpResponse(body, content_type=content_type)
+
+
 urlpatterns = [
+    path("admin/routing/explain/", admin.site.admin_view(explain_route_view), name="explain"),
+    path("admin/routing/table/", admin.site.admin_view(routing_table_view), name="route-table"),
     path("admin/", admin.site.urls),
     path("healthz", healthz, name="healthz"),
+    path("metrics", metrics, name="metrics"),
 ]

@@ -6,4 +6,4 @@ class RoutingConfig(AppConfig):
     verbose_name = "Routing"
 
     def ready(self):
-        from . import signals  # noqa: F401  (connects the receivers)
+        from . import checks, signals  # noqa: F401  (registers checks, connects receivers)

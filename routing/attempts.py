@@ -2,6 +2,7 @@
 
 import functools
 import logging
+import time
 
 import requests
 import urllib3
@@ -42,11 +43,12 @@ def may_retry(request, error):
     return request.method in IDEMPOTENT_METHODS and not has_body(request.META)
 
 
-def send_to_pool(request, match, client):
+def send_to_pool(request, match, client, exchange):
     """Forward the request to backends of the matched pool until one answers.
 
     Raises NoBackendAvailable when no backend can be tried at all, and
-    UpstreamFailed when every attempt failed.
+    UpstreamFailed when every attempt failed. The exchange learns the backend
+    that answered and how long it took, or why the last attempt failed.
     """
     pool = match.route.pool
     tried = set()
@@ -56,7 +58,9 @@ def send_to_pool(request, match, client):
         if backend is None:
             break
         tried.add(backend.id)
+        exchange.backend = backend.url
         balancer.request_started(pool, backend)
+        sent = time.perf_counter()
         try:
             response = forward(
                 request,
@@ -68,6 +72,7 @@ def send_to_pool(request, match, client):
             balancer.request_finished(pool, backend)
             balancer.record_failure(pool, backend)
             timed_out = timed_out and isinstance(error, requests.Timeout)
+            exchange.cause = f"{type(error).__name__}: {error}"
             logger.warning("Backend %s of pool %s failed: %s", backend.url, pool.name, error)
             if not may_retry(request, error):
                 raise UpstreamFailed(timed_out) from error
@@ -75,6 +80,7 @@ def send_to_pool(request, match, client):
         except BaseException:
             balancer.request_finished(pool, backend)
             raise
+        exchange.upstream_seconds = time.perf_counter() - sent
         balancer.record_success(pool, backend)
         return response
     if not tried:

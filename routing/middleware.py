@@ -1,7 +1,9 @@
 """Send every request that is not for the balancer's own pages to the proxy view."""
 
 from django.conf import settings
+from django.http import HttpResponseForbidden
 
+from .headers import is_trusted
 from .proxy import raw_target
 from .resolver import normalise_host, path_segments, split_target
 from .views import proxy_view
@@ -32,5 +34,13 @@ class ProxyMiddleware:
     def __call__(self, request):
         host = normalise_host(request.META.get("HTTP_HOST"))
         if host in settings.ADMIN_HOSTS and is_balancer_page(request):
+            if request.path_info != "/healthz" and not is_allowed_client(request):
+                return HttpResponseForbidden("Forbidden", content_type="text/plain; charset=utf-8")
             return self.get_response(request)
         return proxy_view(request, host)
+
+
+def is_allowed_client(request):
+    """Whether the client may use the balancer's own pages (ADMIN_ALLOWED_NETWORKS)."""
+    networks = settings.ADMIN_ALLOWED_NETWORKS
+    return not networks or is_trusted(request.META.get("REMOTE_ADDR", ""), networks)

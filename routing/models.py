@@ -212,9 +212,9 @@ class Pool(models.Model):
         help_text="Seconds to wait for a backend to accept a connection, e.g. 3.",
     )
     read_timeout = models.FloatField(
-        default=30.0,
+        default=10.0,
         validators=[MinValueValidator(0.001)],
-        help_text="Seconds to wait for each read from a backend, e.g. 30.",
+        help_text="Seconds to wait for each read from a backend, e.g. 10.",
     )
     tls_verify = models.BooleanField(
         "verify TLS certificates",

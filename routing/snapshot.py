@@ -26,7 +26,7 @@ class Pool:
     backends: tuple[Backend, ...] = ()
     algorithm: str = "random"
     connect_timeout: float = 3.0
-    read_timeout: float = 30.0
+    read_timeout: float = 10.0
     # requests' verify: True, False, or the path of a CA bundle.
     tls_verify: bool | str = True
     max_attempts: int = 3
@@ -52,7 +52,7 @@ class Route:
     preserve_host: bool = False
 
     def __str__(self):
-        path = "/" + "/".join(self.prefix)
+        path = "/" + "/".join(self.prefix) if self.kind == "path" else ""
         return f"{self.kind} rule {self.host or '*'}{path} → {self.pool.name}"
 
 
@@ -77,9 +77,10 @@ class RouteTable:
     exact: MappingProxyType
     wildcard: MappingProxyType
     any_host: HostRoutes
+    pools: tuple[Pool, ...] = ()
 
     @classmethod
-    def from_routes(cls, routes, version=0):
+    def from_routes(cls, routes, version=0, pools=()):
         """Index routes by host; a later route with the same host and prefix loses."""
         groups = {}
         for route in routes:
@@ -96,4 +97,5 @@ class RouteTable:
             exact=MappingProxyType(exact),
             wildcard=MappingProxyType(wildcard),
             any_host=HostRoutes.from_routes(groups.get("", {}).values()),
+            pools=tuple(pools),
         )

@@ -78,7 +78,7 @@ def build_route_table():
         )
         for rule in PathRule.objects.filter(enabled=True).order_by("id")
     ]
-    return snapshot.RouteTable.from_routes(routes, version=version)
+    return snapshot.RouteTable.from_routes(routes, version=version, pools=pools.values())
 
 
 def get_route_table():

@@ -4,6 +4,7 @@ from django.http import HttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
 from .attempts import NoBackendAvailable, UpstreamFailed, send_to_pool
+from .observe import Exchange
 from .proxy import BodyTooLarge, client_address, raw_target
 from .resolver import resolve, split_target
 from .table import get_route_table
@@ -29,15 +30,23 @@ def error_response(status):
 @csrf_exempt
 def proxy_view(request, host):
     """Serve a request from the backend its rules pick; host is normalise_host()'s."""
+    exchange = Exchange.begin(request, host)
+    return exchange.attach(serve(request, host, exchange))
+
+
+def serve(request, host, exchange):
+    """Resolve the rule, send the request to its pool, and map failures to statuses."""
     target = split_target(raw_target(request))
     if target is None or host is None:
         return error_response(400)
     match = resolve(get_route_table(), host, target[0])
     if match is None:
         return error_response(404)
+    exchange.rule, exchange.pool = str(match.route), match.route.pool.name
     try:
-        return send_to_pool(request, match, client_address(request.META))
+        return send_to_pool(request, match, client_address(request.META), exchange)
     except NoBackendAvailable:
+        exchange.cause = "no usable backend"
         return error_response(503)
     except BodyTooLarge:
         return error_response(413)

@@ -1,0 +1,81 @@
+"""System checks (`python manage.py check`) for routing tables that cannot work as meant."""
+
+from django.conf import settings
+from django.core import checks
+from django.db import DatabaseError
+
+from .models import HostRule, PathRule, Pool, prefix_segments
+
+
+@checks.register(checks.Tags.database)
+def check_routing_table(app_configs=None, databases=None, **kwargs):
+    """Warn about rules that serve nothing and pools that retry past shutdown."""
+    if not databases:  # the table lives in the database: only when asked to look there
+        return []
+    try:
+        return [*empty_pool_warnings(), *shadowed_rule_warnings(), *slow_pool_warnings()]
+    except DatabaseError:  # not migrated yet
+        return []
+
+
+def enabled_rules():
+    return [
+        *HostRule.objects.filter(enabled=True).select_related("pool"),
+        *PathRule.objects.filter(enabled=True).select_related("pool"),
+    ]
+
+
+def empty_pool_warnings():
+    usable = set(
+        Pool.objects.filter(backends__enabled=True, backends__weight__gt=0).values_list(
+            "pk", flat=True
+        )
+    )
+    return [
+        checks.Warning(
+            f"Rule {rule} sends requests to pool {rule.pool}, which has no enabled "
+            "backend with a weight above 0: they all get 503.",
+            hint="Add or enable a backend in the pool, or disable the rule.",
+            obj=rule,
+            id="routing.W001",
+        )
+        for rule in enabled_rules()
+        if rule.pool_id not in usable
+    ]
+
+
+def shadowed_rule_warnings():
+    """Warn about a rule that an equal one (same host, same prefix) always beats."""
+    seen = {}
+    warnings = []
+    for rule in sorted(enabled_rules(), key=lambda rule: (isinstance(rule, PathRule), rule.pk)):
+        prefix = tuple(prefix_segments(rule.prefix)) if isinstance(rule, PathRule) else ()
+        key = (rule.host.lower(), prefix)
+        if key in seen:
+            warnings.append(
+                checks.Warning(
+                    f"Rule {rule} can never win: {seen[key]} matches the same requests "
+                    "and comes first.",
+                    hint="Delete or disable one of the two.",
+                    obj=rule,
+                    id="routing.W002",
+                )
+            )
+        else:
+            seen[key] = rule
+    return warnings
+
+
+def slow_pool_warnings():
+    return [
+        checks.Warning(
+            f"Pool {pool} may spend {pool.max_attempts} × {pool.read_timeout:g} s on one "
+            f"request, longer than gunicorn's graceful timeout ({settings.GRACEFUL_TIMEOUT} s): "
+            "requests in flight at shutdown could be cut off.",
+            hint="Lower max attempts or the read timeout, or raise GRACEFUL_TIMEOUT.",
+            obj=pool,
+            id="routing.W003",
+        )
+        for pool in Pool.objects.all()
+        if pool.max_attempts * pool.read_timeout > settings.GRACEFUL_TIMEOUT
+    ]

@@ -1,0 +1,128 @@
+"""Explain how a URL is routed: the real resolver's answer, and why every other rule lost."""
+
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from .models import HostRule, PathRule, prefix_segments
+from .resolver import normalise_host, path_segments, resolve, split_target
+
+HOST_LEVELS = ("exact host", "wildcard host", "any host")
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One rule of the table, and what it has to do with the URL explained."""
+
+    rule: object  # the HostRule or PathRule row
+    verdict: str
+    matches: bool = False
+    wins: bool = False
+
+
+@dataclass(frozen=True)
+class Explanation:
+    url: str
+    host: str | None
+    path: str
+    status: int  # what the client would get before any backend is asked: 200, 400, 404, 503
+    match: object = None  # resolver.Match
+    candidates: tuple = ()
+
+    @property
+    def pool(self):
+        return self.match.route.pool if self.match else None
+
+
+def host_rank(pattern, host):
+    """Return how specifically a rule's host pattern matches a host: lower is better.
+
+    (0, 0) exact, (1, -suffix length) wildcard, (2, 0) any host; None: no match.
+    The resolver applies this same order through its indexes.
+    """
+    if not pattern:
+        return (2, 0)
+    if pattern.startswith("*."):
+        suffix = pattern[1:]
+        return (1, -len(suffix)) if host.endswith(suffix) and len(host) > len(suffix) else None
+    return (0, 0) if pattern == host else None
+
+
+def split_url(url):
+    """Return (host header, request target) of a URL such as http://www.mango.com/apple/x."""
+    if "://" not in url:
+        url = "http://" + url
+    parts = urlsplit(url)
+    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    return parts.netloc, target
+
+
+def explain(table, url):
+    """Explain how the balancer routes a URL, with the rules as they are in the database."""
+    raw_host, target = split_url(url)
+    host = normalise_host(raw_host)
+    split = split_target(target)
+    if host is None or split is None:
+        return Explanation(url, host, target, 400)
+    path = split[0]
+    match = resolve(table, host, path)
+    decoded = tuple(segment for _raw, segment in path_segments(path))
+    candidates = tuple(
+        judge(rule, host, decoded, match)
+        for rule in [
+            *HostRule.objects.select_related("pool"),
+            *PathRule.objects.select_related("pool"),
+        ]
+    )
+    candidates = tuple(sorted(candidates, key=lambda c: (not c.wins, not c.matches)))
+    if match is None:
+        status = 404
+    elif not match.route.pool.usable_backends:
+        status = 503
+    else:
+        status = 200
+    return Explanation(url, host, path, status, match, candidates)
+
+
+def judge(rule, host, decoded, match):
+    """Say whether a rule matches the request, and why it does not serve it if it loses."""
+    is_path_rule = isinstance(rule, PathRule)
+    prefix = tuple(prefix_segments(rule.prefix)) if is_path_rule else ()
+    rank = host_rank(rule.host.lower(), host)
+    if rank is None:
+        return Candidate(rule, "host does not match")
+    if decoded[: len(prefix)] != prefix:
+        return Candidate(rule, "path does not start with the prefix")
+    if not rule.enabled:
+        return Candidate(rule, "would match, but the rule is disabled", matches=True)
+    if match is None:
+        return Candidate(rule, "would match, but the workers have not loaded it yet", matches=True)
+    winner = match.route
+    if winner.kind == ("path" if is_path_rule else "host") and winner.rule_id == rule.pk:
+        return Candidate(rule, "serves this request", matches=True, wins=True)
+    winner_rank = host_rank(winner.host, host)
+    if rank > winner_rank:
+        return Candidate(
+            rule,
+            f"loses: {HOST_LEVELS[winner_rank[0]]} {winner.host or '*'} is more specific",
+            matches=True,
+        )
+    if len(prefix) == len(winner.prefix):
+        return Candidate(rule, "loses: an equal rule came first", matches=True)
+    return Candidate(
+        rule, f"loses: the longer prefix /{'/'.join(winner.prefix)} wins", matches=True
+    )
+
+
+def table_in_resolver_order(table):
+    """Return (host label, routes longest prefix first) in the order resolve() tries them."""
+    groups = [(host, routes) for host, routes in sorted(table.exact.items())]
+    groups += [
+        (f"*.{suffix}", routes)
+        for suffix, routes in sorted(table.wildcard.items(), key=lambda item: -len(item[0]))
+    ]
+    groups.append(("any host", table.any_host))
+    return [
+        (label, sorted(routes.by_prefix.values(), key=lambda route: -len(route.prefix)))
+        for label, routes in groups
+        if routes.by_prefix
+    ]

@@ -1,0 +1,169 @@
+"""What the balancer tells about each proxied request: Prometheus metrics and the access log.
+
+Under gunicorn, prometheus-client runs in multiprocess mode (gunicorn.conf.py
+sets PROMETHEUS_MULTIPROC_DIR before any worker starts), so every worker's
+counts add up in one scrape.
+"""
+
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from django.conf import settings
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+from prometheus_client.core import GaugeMetricFamily
+
+access_log = logging.getLogger("routing.access")
+
+REQUESTS = Counter(
+    "lb_requests",
+    "Proxied requests, by pool, backend and status class of the answer.",
+    ["pool", "backend", "status_class"],
+)
+UPSTREAM_LATENCY = Histogram(
+    "lb_upstream_latency_seconds",
+    "Time from sending a request to a backend to its response headers.",
+    ["pool"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+IN_FLIGHT = Gauge(
+    "lb_requests_in_flight",
+    "Proxied requests being served right now.",
+    multiprocess_mode="livesum",
+)
+
+
+@dataclass
+class Exchange:
+    """One proxied request, from arrival to the last byte of its answer."""
+
+    client: str
+    host: str
+    method: str
+    path: str
+    started: float = field(default_factory=time.perf_counter)
+    rule: str = "-"
+    pool: str = "-"
+    backend: str = "-"
+    upstream_seconds: float | None = None
+    cause: str = ""
+    finished: bool = False
+
+    @classmethod
+    def begin(cls, request, host):
+        IN_FLIGHT.inc()
+        return cls(
+            client=request.META.get("REMOTE_ADDR", ""),
+            host=host or request.META.get("HTTP_HOST", "-"),
+            method=request.method,
+            path=request.META.get("RAW_URI") or request.get_full_path(),
+        )
+
+    def attach(self, response):
+        """Finish the exchange when the response has been sent, counting its bytes."""
+        if response.streaming:
+            response.streaming_content = self.count(response.streaming_content, response)
+        else:
+            self.finish(response.status_code, len(response.content))
+        return response
+
+    def count(self, chunks, response):
+        sent = 0
+        try:
+            for chunk in chunks:
+                sent += len(chunk)
+                yield chunk
+        finally:
+            self.finish(response.status_code, sent)
+
+    def finish(self, status, bytes_sent):
+        if self.finished:
+            return
+        self.finished = True
+        IN_FLIGHT.dec()
+        REQUESTS.labels(self.pool, self.backend, f"{status // 100}xx").inc()
+        if self.upstream_seconds is not None:
+            UPSTREAM_LATENCY.labels(self.pool).observe(self.upstream_seconds)
+        if settings.ACCESS_LOG:
+            self.log(status, bytes_sent)
+
+    def log(self, status, bytes_sent):
+        fields = {
+            "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
+            "client": self.client,
+            "host": self.host,
+            "method": self.method,
+            "path": self.path,
+            "status": status,
+            "rule": self.rule,
+            "backend": self.backend,
+            "upstream_ms": None
+            if self.upstream_seconds is None
+            else round(self.upstream_seconds * 1000, 2),
+            "total_ms": round((time.perf_counter() - self.started) * 1000, 2),
+            "bytes": bytes_sent,
+        }
+        if self.cause:
+            fields["cause"] = self.cause
+        level = logging.WARNING if status in (502, 503, 504) else logging.INFO
+        access_log.log(level, format_fields(fields))
+
+
+def format_fields(fields):
+    """Return the access-log line: JSON, or key=value pairs (values with spaces quoted)."""
+    if settings.ACCESS_LOG_FORMAT == "json":
+        return json.dumps(fields, ensure_ascii=False)
+    return " ".join(f"{key}={quote(value)}" for key, value in fields.items())
+
+
+def quote(value):
+    text = "-" if value is None else str(value)
+    if not text or any(char in text for char in ' "=\\'):
+        return json.dumps(text, ensure_ascii=False)
+    return text
+
+
+class RouteTableCollector:
+    """Scrape-time gauges from this worker's route table: backend health and version."""
+
+    def __init__(self, get_table):
+        self.get_table = get_table
+
+    def collect(self):
+        table = self.get_table()
+        health = GaugeMetricFamily(
+            "lb_backend_up",
+            "1 if a backend may take requests (enabled, healthy, weight above 0).",
+            labels=["pool", "backend"],
+        )
+        for pool in table.pools:
+            for backend in pool.backends:
+                health.add_metric([pool.name, backend.url], 1 if backend.usable else 0)
+        yield health
+        version = GaugeMetricFamily("lb_route_table_version", "Version of the route table.")
+        version.add_metric([], table.version)
+        yield version
+
+
+def render_metrics(get_table):
+    """Return (body, content type) of a scrape: every worker's counts plus the table's state."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+    else:
+        registry = CollectorRegistry()
+        for collector in (REQUESTS, UPSTREAM_LATENCY, IN_FLIGHT):
+            registry.register(collector)
+    registry.register(RouteTableCollector(get_table))
+    return generate_latest(registry), CONTENT_TYPE_LATEST
