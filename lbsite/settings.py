@@ -106,6 +106,8 @@ SILENCED_SYSTEM_CHECKS = [
 ]
 
 INSTALLED_APPS = [
+    # First, so its admin/index.html (linking the routing tools) extends the admin's.
+    "routing",
     "django.contrib.admin",
     "django.contrib.auth",
     "django.contrib.contenttypes",
@@ -113,7 +115,6 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
-    "routing",
 ]
 
 MIDDLEWARE = [

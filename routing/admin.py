@@ -1,6 +1,7 @@
 """The routing table in the admin: pools with their backends, host and path rules."""
 
 from django.contrib import admin
+from django.db.models import Exists, OuterRef
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 
@@ -123,31 +124,38 @@ class BackendAdmin(admin.ModelAdmin):
         return health_badge(backend)
 
 
-@admin.register(HostRule)
-class HostRuleAdmin(admin.ModelAdmin):
-    list_display = ("host", "pool", "enabled", "preserve_host")
-    fields = ("host", "pool", "enabled", "preserve_host")
+class RuleAdmin(admin.ModelAdmin):
+    """What host and path rule lists share: the target pool and whether the rule is live."""
+
     list_filter = ("enabled", "pool")
-    search_fields = ("host", "pool__name")
     list_select_related = ("pool",)
     actions = [enable_selected, disable_selected]
+
+    def get_queryset(self, request):
+        usable = Backend.objects.filter(
+            pool=OuterRef("pool"), enabled=True, healthy=True, weight__gt=0
+        )
+        return super().get_queryset(request).annotate(pool_usable=Exists(usable))
+
+    @admin.display(description="Live", boolean=True)
+    def live(self, rule):
+        """Enabled, and its pool has a backend that takes requests."""
+        return rule.enabled and rule.pool_usable
+
+
+@admin.register(HostRule)
+class HostRuleAdmin(RuleAdmin):
+    list_display = ("host", "pool", "live", "enabled", "preserve_host")
+    fields = ("host", "pool", "enabled", "preserve_host")
+    search_fields = ("host", "pool__name")
 
 
 @admin.register(PathRule)
-class PathRuleAdmin(admin.ModelAdmin):
-    list_display = (
-        "prefix",
-        "scope",
-        "pool",
-        "enabled",
-        "strip_prefix",
-        "preserve_host",
-    )
+class PathRuleAdmin(RuleAdmin):
+    list_display = ("prefix", "scope", "pool", "live", "enabled", "strip_prefix", "preserve_host")
     list_filter = ("enabled", "pool", "strip_prefix")
     search_fields = ("prefix", "host", "pool__name")
-    list_select_related = ("pool",)
     fields = ("prefix", "host", "pool", "enabled", "strip_prefix", "preserve_host")
-    actions = [enable_selected, disable_selected]
 
     @admin.display(description="Host", ordering="host")
     def scope(self, rule):

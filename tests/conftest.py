@@ -3,6 +3,7 @@
 import contextlib
 import json
 import os
+import re
 import secrets
 import socket
 import struct
@@ -50,14 +51,14 @@ def url_of(sock):
     return f"http://{host}:{port}"
 
 
-def wait_until_serving(url, process, host="localhost"):
+def wait_until_serving(url, process, host="localhost", verify=True):
     """Poll a URL until it answers, failing fast if the server process died."""
     deadline = time.monotonic() + STARTUP_TIMEOUT
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"server for {url} exited with {process.returncode}")
         try:
-            requests.get(url, headers={"Host": host}, timeout=1)
+            requests.get(url, headers={"Host": host}, timeout=1, verify=verify)
             return
         except requests.ConnectionError:
             time.sleep(0.05)
@@ -149,16 +150,16 @@ def balancer_environment(home, rows, **settings):
 class Balancer:
     """`gunicorn lbsite.wsgi` on a free loopback port, its log kept in a file."""
 
-    def __init__(self, env, workers=2, log_path=None):
+    def __init__(self, env, workers=2, log_path=None, scheme="http", verify=True):
         self.sock = listening_socket()
-        self.url = url_of(self.sock)
+        self.url = url_of(self.sock).replace("http", scheme, 1)
         self.log_path = log_path
         log = open(log_path, "wb") if log_path else subprocess.DEVNULL  # noqa: SIM115
         # Threads and timeouts come from the project's gunicorn.conf.py, as in production.
         self.process = start_gunicorn(
             "lbsite.wsgi", self.sock, env, workers=workers, threads=None, log=log
         )
-        wait_until_serving(self.url + "/healthz", self.process)
+        wait_until_serving(self.url + "/healthz", self.process, verify=verify)
 
     def log(self):
         return self.log_path.read_text() if self.log_path else ""
@@ -382,3 +383,48 @@ class FlaskLikeClient(Client):
 def client():
     """The test client the tutorial's tests expect (see FlaskLikeClient)."""
     return FlaskLikeClient()
+
+
+SAMPLE_RE = re.compile(r"(?P<name>[a-z_]+)(?:\{(?P<labels>.*)\})? (?P<value>\S+)$")
+LABEL_RE = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
+
+
+def metric(text, name, **labels):
+    """Return the value of one sample in Prometheus text, 0 if absent."""
+    for line in text.splitlines():
+        sample = SAMPLE_RE.match(line)
+        if (
+            sample
+            and sample["name"] == name
+            and dict(LABEL_RE.findall(sample["labels"] or "")) == labels
+        ):
+            return float(sample["value"])
+    return 0.0
+
+
+def self_signed_certificate(home):
+    """Make a certificate for 127.0.0.1 with openssl; return (cert, key) paths."""
+    cert, key = home / "cert.pem", home / "key.pem"
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return cert, key

@@ -7,7 +7,6 @@ import http.client
 import json
 import os
 import socket
-import subprocess
 import threading
 import time
 import zlib
@@ -26,6 +25,7 @@ from .conftest import (
     pool_rows,
     reset,
     rule_row,
+    self_signed_certificate,
     start_gunicorn,
     stop,
     url_of,
@@ -68,34 +68,6 @@ def reset_mid_body(conn, _read):
     conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\n\r\n" + b"x" * 100_000)
     time.sleep(0.2)
     reset(conn)
-
-
-def self_signed_certificate(home):
-    """Make a certificate for 127.0.0.1 with openssl; return (cert, key) paths."""
-    cert, key = home / "cert.pem", home / "key.pem"
-    subprocess.run(
-        [
-            "openssl",
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=127.0.0.1",
-            "-addext",
-            "subjectAltName=IP:127.0.0.1",
-            "-keyout",
-            str(key),
-            "-out",
-            str(cert),
-        ],
-        check=True,
-        capture_output=True,
-    )
-    return cert, key
 
 
 class Bed:

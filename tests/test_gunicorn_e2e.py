@@ -12,7 +12,14 @@ import time
 import pytest
 import requests
 
-from .conftest import PROJECT_ROOT, Balancer, balancer_environment, manage
+from .conftest import (
+    PROJECT_ROOT,
+    Balancer,
+    balancer_environment,
+    manage,
+    metric,
+    self_signed_certificate,
+)
 
 ADMIN_PASSWORD = secrets.token_urlsafe(16)
 WORKERS = 2
@@ -174,3 +181,46 @@ def test_head_answer_has_the_backends_headers_and_no_body(balancer):
     assert head.startswith(b"HTTP/1.1 200 ")
     assert b"\r\nContent-Length: 30\r\n" in head + b"\r\n"
     assert body == b""
+
+
+def requests_served(text, pool):
+    """Sum a pool's lb_requests_total over its backends and status classes."""
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("lb_requests_total{") and f'pool="{pool}"' in line
+    )
+
+
+def test_metrics_add_up_across_workers_and_only_grow(balancer):
+    scrapes = [get(balancer, "localhost", "/metrics").text]
+    for _ in range(2):
+        for _ in range(10 * WORKERS):  # new connections: both workers serve some
+            assert get(balancer, "www.apple.com").status_code == 200
+        scrapes.append(get(balancer, "localhost", "/metrics").text)
+    totals = [requests_served(text, "apple") for text in scrapes]
+    assert totals[1] == totals[0] + 10 * WORKERS
+    assert totals[2] == totals[1] + 10 * WORKERS
+    assert metric(scrapes[-1], "lb_requests_in_flight") == 0
+    assert metric(scrapes[-1], "lb_route_table_version") > 0
+
+
+def test_gunicorn_terminates_tls(tmp_path, demo_backends):
+    cert, key = self_signed_certificate(tmp_path)
+    env = balancer_environment(
+        tmp_path, demo_fixture(demo_backends), TLS_CERTFILE=str(cert), TLS_KEYFILE=str(key)
+    )
+    server = Balancer(env, workers=1, scheme="https", verify=str(cert))
+    try:
+        url = server.url
+        assert url.startswith("https://")
+        health = requests.get(url + "/healthz", headers={"Host": "localhost"}, verify=str(cert))
+        assert health.text == "OK"
+        seen = requests.get(
+            url + "/apple/echo", headers={"Host": "localhost"}, verify=str(cert), timeout=10
+        ).json()
+        assert ["X-Forwarded-Proto", "https"] in seen["headers"]
+        with pytest.raises(requests.exceptions.SSLError):
+            requests.get(url + "/healthz", headers={"Host": "localhost"}, timeout=10)
+    finally:
+        server.stop()

@@ -1,0 +1,85 @@
+"""The route explainer, in the admin and on the command line: one code path, the resolver's."""
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.core.management import call_command
+
+from routing.models import Backend, HostRule, PathRule, Pool
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def rules():
+    mango = Pool.objects.create(name="mango")
+    apple = Pool.objects.create(name="apple")
+    empty = Pool.objects.create(name="empty")
+    Backend.objects.create(pool=mango, url="http://127.0.0.1:8081")
+    Backend.objects.create(pool=apple, url="http://127.0.0.1:9081", weight=0)
+    Backend.objects.create(pool=apple, url="http://127.0.0.1:9082")
+    HostRule.objects.create(host="www.mango.com", pool=mango)
+    HostRule.objects.create(host="*.mango.com", pool=apple)
+    PathRule.objects.create(prefix="/apple", pool=apple)
+    PathRule.objects.create(prefix="/apple/pie", pool=mango, enabled=False)
+    PathRule.objects.create(prefix="/", pool=empty)
+
+
+def explain_command(url, capsys):
+    call_command("explain_route", url)
+    return capsys.readouterr().out
+
+
+def test_command_names_the_winner_the_pool_and_the_backend_path(rules, capsys):
+    out = explain_command("http://shop.example/apple/x?q=1", capsys)
+    assert "Rule      path rule */apple → apple" in out
+    assert "Pool      apple (random)" in out
+    assert "Backend receives  /x" in out
+    assert "http://127.0.0.1:9081  weight 0  draining" in out
+    assert "http://127.0.0.1:9082  weight 1  usable" in out
+
+
+def test_command_says_why_every_other_rule_lost(rules, capsys):
+    out = explain_command("http://www.mango.com/apple/pie", capsys)
+    assert "* www.mango.com → mango: serves this request" in out
+    assert "*.mango.com → apple: loses: exact host www.mango.com is more specific" in out
+    assert "*/apple → apple: loses: exact host www.mango.com is more specific" in out
+    assert "*/apple/pie → mango: would match, but the rule is disabled" in out
+    out = explain_command("http://eu.mango.com/", capsys)
+    assert "*/ → empty: loses: wildcard host *.mango.com is more specific" in out
+    out = explain_command("http://shop.example/apple/x", capsys)
+    assert "*/ → empty: loses: the longer prefix /apple wins" in out
+    assert "www.mango.com → mango: host does not match" in out
+
+
+def test_command_shows_503_and_400(rules, capsys):
+    assert "503 No backend servers available." in explain_command("http://x.example/", capsys)
+    assert "400 Bad Request" in explain_command("http://bad host/", capsys)
+
+
+def test_admin_explainer_page(rules, client):
+    admin = get_user_model().objects.create_superuser("admin", password="pw-for-tests")
+    client.force_login(admin)
+    index = client.get("/admin/").content.decode()
+    assert 'href="/admin/routing/explain/"' in index
+    page = client.get("/admin/routing/explain/", {"url": "http://www.mango.com/apple/pie"})
+    html = page.content.decode()
+    assert page.status_code == 200
+    assert '<td id="winning-rule">host rule www.mango.com → mango</td>' in html
+    assert '<code id="upstream-path">/apple/pie</code>' in html
+    assert "would match, but the rule is disabled" in html
+
+
+def test_admin_routing_table_lists_rules_in_resolver_order(rules, client):
+    admin = get_user_model().objects.create_superuser("admin", password="pw-for-tests")
+    client.force_login(admin)
+    page = client.get("/admin/routing/table/").content.decode()
+    html = page[page.index('id="route-table"') :]
+    order = [html.index(label) for label in ("www.mango.com", "*.mango.com", "any host")]
+    assert order == sorted(order)
+    any_host = html[html.index("any host") :]
+    assert any_host.index("<code>/apple</code>") < any_host.index("<code>/</code>")
+    assert "/apple/pie" not in html  # disabled rules are not in the live table
+
+
+def test_explainer_needs_a_staff_login(client):
+    assert client.get("/admin/routing/explain/").status_code == 302

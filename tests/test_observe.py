@@ -1,0 +1,170 @@
+"""Access log, metrics, admin safety and production settings, through Django's test client."""
+
+import ipaddress
+import json
+import os
+import secrets
+import subprocess
+import sys
+
+import pytest
+from django.core import checks
+
+from routing.models import Backend, HostRule, PathRule, Pool
+
+from .conftest import PROJECT_ROOT, metric
+
+pytestmark = pytest.mark.django_db
+
+
+def access_lines(caplog):
+    return [record for record in caplog.records if record.name == "routing.access"]
+
+
+def fields_of(line):
+    """Parse a key=value access-log line (values with spaces are JSON strings)."""
+    fields, rest = {}, line
+    while rest:
+        key, _, rest = rest.partition("=")
+        if rest.startswith('"'):
+            value, end = json.JSONDecoder().raw_decode(rest)
+            rest = rest[end:].lstrip()
+        else:
+            value, _, rest = rest.partition(" ")
+        fields[key] = value
+    return fields
+
+
+@pytest.mark.usefixtures("fruit_routes")
+def test_access_log_has_one_line_per_proxied_request(client, caplog, demo_backends):
+    caplog.set_level("INFO", logger="routing.access")
+    client.get("/mango/x?y=1", headers={"Host": "www.shop.example"})
+    (record,) = access_lines(caplog)
+    line = fields_of(record.getMessage())
+    assert line["client"] == "127.0.0.1"
+    assert line["host"] == "www.shop.example"
+    assert (line["method"], line["path"], line["status"]) == ("GET", "/mango/x?y=1", "200")
+    assert line["rule"] == "path rule */mango → mango"
+    assert line["backend"] in demo_backends["mango"]
+    assert float(line["upstream_ms"]) > 0 and float(line["total_ms"]) >= float(line["upstream_ms"])
+    assert line["bytes"] == str(len(b"This is the mango application."))
+
+
+def test_access_log_in_json_says_why_a_request_failed(
+    client, caplog, settings, make_route, closed_port_url
+):
+    settings.ACCESS_LOG_FORMAT = "json"
+    caplog.set_level("INFO", logger="routing.access")
+    make_route([closed_port_url], host="www.kiwi.com")
+    client.get("/", headers={"Host": "www.kiwi.com"})
+    client.get("/", headers={"Host": "nothing.example"})
+    failed, missing = (json.loads(record.getMessage()) for record in access_lines(caplog))
+    assert failed["status"] == 502 and "refused" in failed["cause"].lower()
+    assert failed["backend"] == closed_port_url
+    assert (missing["status"], missing["rule"], missing["backend"]) == (404, "-", "-")
+
+
+def test_access_log_can_be_turned_off(client, caplog, settings, fruit_routes):
+    settings.ACCESS_LOG = False
+    caplog.set_level("INFO", logger="routing.access")
+    client.get("/mango")
+    assert access_lines(caplog) == []
+
+
+def test_metrics_count_requests_and_show_backend_health(client, fruit_routes, demo_backends):
+    before = client.get("/metrics").content.decode()
+    for _ in range(3):
+        client.get("/apple")
+    after = client.get("/metrics")
+    text = after.content.decode()
+    assert after["Content-Type"].startswith("text/plain")
+    for backend in demo_backends["apple"]:
+        assert metric(text, "lb_backend_up", pool="apple", backend=backend) == 1
+    served = sum(
+        metric(text, "lb_requests_total", pool="apple", backend=url, status_class="2xx")
+        - metric(before, "lb_requests_total", pool="apple", backend=url, status_class="2xx")
+        for url in demo_backends["apple"]
+    )
+    assert served == 3
+    assert "lb_upstream_latency_seconds_bucket" in text
+    assert metric(text, "lb_route_table_version") > 0
+
+
+def test_metrics_exist_for_the_admin_hosts_only(client, fruit_routes):
+    HostRule.objects.create(host="www.shop.example", pool=Pool.objects.get(name="mango"))
+    other = client.get("/metrics", headers={"Host": "www.shop.example"})
+    assert other.content == b"This is the mango application."
+
+
+def test_own_pages_can_be_limited_to_client_networks(client, settings, fruit_routes):
+    settings.ADMIN_ALLOWED_NETWORKS = [ipaddress.ip_network("10.0.0.0/8")]
+    for path in ("/admin/", "/metrics", "/static/admin/css/base.css"):
+        refused = client.get(path)
+        assert (refused.status_code, refused.content) == (403, b"Forbidden")
+    assert client.get("/healthz").content == b"OK"
+    assert client.get("/mango").content == b"This is the mango application."
+    settings.ADMIN_ALLOWED_NETWORKS = [ipaddress.ip_network("127.0.0.0/8")]
+    assert client.get("/admin/").status_code == 302
+
+
+def routing_warnings():
+    return {
+        message.id
+        for message in checks.run_checks(databases=["default"])
+        if message.id.startswith("routing.")
+    }
+
+
+def test_system_checks_warn_about_routing_that_cannot_work(settings):
+    empty = Pool.objects.create(name="empty")
+    HostRule.objects.create(host="www.empty.com", pool=empty)
+    assert routing_warnings() == {"routing.W001"}
+    Backend.objects.create(pool=empty, url="http://127.0.0.1:1")
+    PathRule.objects.bulk_create(  # bulk_create skips validation, as loaddata does
+        [
+            PathRule(prefix="/a", pool=empty),
+            PathRule(prefix="/%61/", host="", pool=empty),
+        ]
+    )
+    assert routing_warnings() == {"routing.W002"}
+    PathRule.objects.all().delete()
+    Pool.objects.filter(pk=empty.pk).update(max_attempts=4, read_timeout=10)
+    settings.GRACEFUL_TIMEOUT = 30
+    assert routing_warnings() == {"routing.W003"}
+
+
+def manage_check(*args, **env):
+    environment = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in ("SECRET_KEY", "DEBUG", "DJANGO_SETTINGS_MODULE")
+    }
+    return subprocess.run(
+        [sys.executable, "manage.py", "check", *args],
+        cwd=PROJECT_ROOT,
+        env={**environment, **env},
+        capture_output=True,
+        text=True,
+    )
+
+
+PRODUCTION = {
+    "SECRET_KEY": secrets.token_urlsafe(50),
+    "SESSION_COOKIE_SECURE": "1",
+    "CSRF_COOKIE_SECURE": "1",
+    "SECURE_HSTS_SECONDS": "31536000",
+    "SECURE_HSTS_INCLUDE_SUBDOMAINS": "1",
+    "SECURE_HSTS_PRELOAD": "1",
+}
+
+
+def test_check_deploy_is_clean_with_production_settings():
+    result = manage_check("--deploy", "--fail-level", "WARNING", **PRODUCTION)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "System check identified no issues (1 silenced)." in result.stdout
+
+
+def test_secret_key_is_required_when_debug_is_off():
+    result = manage_check()
+    assert result.returncode != 0
+    assert "Set SECRET_KEY in the environment" in result.stderr
