@@ -6,7 +6,7 @@ HTTPBIN_BIN := $(abspath .venv-httpbin)/bin
 PYTHON ?= python3
 export PATH := $(BIN):$(PATH)
 
-.PHONY: run test lint format up down clean
+.PHONY: run test lint format up down clean chromium screenshots
 
 $(BIN)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +17,10 @@ $(HTTPBIN_BIN)/.installed: tests/httpbin/requirements.txt
 	$(PYTHON) -m venv .venv-httpbin
 	$(HTTPBIN_BIN)/pip install --quiet --disable-pip-version-check -r tests/httpbin/requirements.txt
 	touch $@
+
+# The browser test drives Debian's Chromium (Playwright cannot download one here).
+chromium:
+	@command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; }
 
 # A secret key made once per checkout; honcho reads .env for every command.
 .env:
@@ -31,8 +35,12 @@ run: $(BIN)/.installed .env
 	honcho start
 
 ## test: lint, then the whole test suite
-test: $(BIN)/.installed $(HTTPBIN_BIN)/.installed lint
+test: $(BIN)/.installed $(HTTPBIN_BIN)/.installed chromium lint
 	HTTPBIN_GUNICORN=$(HTTPBIN_BIN)/gunicorn pytest
+
+## screenshots: refresh the admin screenshots in docs/ from the browser test
+screenshots: $(BIN)/.installed chromium
+	SCREENSHOT_DIR=docs/screenshots pytest tests/test_browser.py
 
 lint: $(BIN)/.installed
 	ruff check .
