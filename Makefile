@@ -6,7 +6,7 @@ HTTPBIN_BIN := $(abspath .venv-httpbin)/bin
 PYTHON ?= python3
 export PATH := $(BIN):$(PATH)
 
-.PHONY: run test lint format up down clean chromium screenshots
+.PHONY: run test lint format up down clean chromium screenshots bench
 
 $(BIN)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -49,6 +49,12 @@ lint: $(BIN)/.installed
 format: $(BIN)/.installed
 	ruff check --fix .
 	ruff format .
+
+## bench: the balancer beside nginx (wrk, loopback only), then route resolution
+bench: $(BIN)/.installed
+	@command -v wrk >/dev/null && command -v nginx >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends wrk nginx; }
+	python -m bench.run
+	python -m bench.resolve
 
 ## up: the same demo under Docker Compose (needs a Docker engine)
 up:

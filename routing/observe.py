@@ -5,9 +5,11 @@ sets PROMETHEUS_MULTIPROC_DIR before any worker starts), so every worker's
 counts add up in one scrape.
 """
 
+import functools
 import json
 import logging
 import os
+import re
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -25,6 +27,10 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily
 
 access_log = logging.getLogger("routing.access")
+
+if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    # Multiprocess mode writes one file per process there from the first metric on.
+    os.makedirs(os.environ["PROMETHEUS_MULTIPROC_DIR"], exist_ok=True)
 
 REQUESTS = Counter(
     "lb_requests",
@@ -92,13 +98,14 @@ class Exchange:
             return
         self.finished = True
         IN_FLIGHT.dec()
-        REQUESTS.labels(self.pool, self.backend, f"{status // 100}xx").inc()
+        request_counter(self.pool, self.backend, status // 100).inc()
         if self.upstream_seconds is not None:
-            UPSTREAM_LATENCY.labels(self.pool).observe(self.upstream_seconds)
+            latency_histogram(self.pool).observe(self.upstream_seconds)
         if settings.ACCESS_LOG:
             self.log(status, bytes_sent)
 
     def log(self, status, bytes_sent):
+        upstream_ms = None if self.upstream_seconds is None else self.upstream_seconds * 1000
         fields = {
             "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
             "client": self.client,
@@ -108,9 +115,7 @@ class Exchange:
             "status": status,
             "rule": self.rule,
             "backend": self.backend,
-            "upstream_ms": None
-            if self.upstream_seconds is None
-            else round(self.upstream_seconds * 1000, 2),
+            "upstream_ms": None if upstream_ms is None else round(upstream_ms, 2),
             "total_ms": round((time.perf_counter() - self.started) * 1000, 2),
             "bytes": bytes_sent,
         }
@@ -120,18 +125,33 @@ class Exchange:
         access_log.log(level, format_fields(fields))
 
 
+@functools.cache
+def request_counter(pool, backend, status_hundreds):
+    """Return the counter child of one label set (labels() looks it up slowly each time)."""
+    return REQUESTS.labels(pool, backend, f"{status_hundreds}xx")
+
+
+@functools.cache
+def latency_histogram(pool):
+    return UPSTREAM_LATENCY.labels(pool)
+
+
+NEEDS_QUOTES = re.compile(r'[\s"=\\]|^$')
+
+
 def format_fields(fields):
-    """Return the access-log line: JSON, or key=value pairs (values with spaces quoted)."""
+    """Return the access-log line: JSON, or key=value pairs (quoted where needed)."""
     if settings.ACCESS_LOG_FORMAT == "json":
         return json.dumps(fields, ensure_ascii=False)
-    return " ".join(f"{key}={quote(value)}" for key, value in fields.items())
+    return " ".join(f"{key}={kv_value(value)}" for key, value in fields.items())
 
 
-def quote(value):
-    text = "-" if value is None else str(value)
-    if not text or any(char in text for char in ' "=\\'):
-        return json.dumps(text, ensure_ascii=False)
-    return text
+def kv_value(value):
+    if value is None:
+        return "-"
+    if isinstance(value, str) and NEEDS_QUOTES.search(value):
+        return json.dumps(value, ensure_ascii=False)
+    return value
 
 
 class RouteTableCollector:

@@ -8,7 +8,6 @@ import urllib3
 from django.conf import settings
 from django.http import StreamingHttpResponse
 from requests.adapters import HTTPAdapter
-from requests.structures import CaseInsensitiveDict
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.util import SKIP_HEADER
 
@@ -85,6 +84,22 @@ class UpstreamHTTPSPool(HTTPSConnectionPool):
 class UpstreamAdapter(HTTPAdapter):
     """requests' adapter, with connections that keep the raw target and skip 1xx."""
 
+    def build_response(self, req, resp):
+        """Wrap urllib3's response without copying its headers or parsing its cookies.
+
+        The proxy reads the raw response (headers with their repeats, body
+        still encoded); requests' merged header dict and cookie jar would be
+        built on every request and never used.
+        """
+        response = requests.Response()
+        response.status_code = resp.status
+        response.reason = resp.reason
+        response.raw = resp
+        response.url = req.url
+        response.request = req
+        response.connection = self
+        return response
+
     def init_poolmanager(self, *args, **kwargs):
         super().init_poolmanager(*args, **kwargs)
         self.poolmanager.pool_classes_by_scheme = {
@@ -120,13 +135,14 @@ def upstream_request_headers(request, match):
     dropped |= headers.connection_tokens(meta.get("HTTP_CONNECTION", ""))
     if not trusted:
         dropped |= headers.CLIENT_ADDRESS_HEADERS
-    sent = CaseInsensitiveDict(
-        (name, value)
+    # A plain dict: client_headers() spells every name one way ("Accept-Encoding").
+    sent = {
+        name: value
         for name, value in headers.client_headers(meta)
         # SKIP_HEADER is urllib3's marker for "send no such header": a client
         # must not be able to smuggle it in as a value.
         if name.lower() not in dropped and value != SKIP_HEADER
-    )
+    }
     if "Cookie" in sent:
         cookie = headers.without_cookies(sent["Cookie"], admin_cookie_names())
         if cookie:

@@ -372,8 +372,8 @@ class FlaskLikeClient(Client):
     def request(self, **request):
         response = super().request(**request)
         if response.streaming:
+            # Reading to the end closes the response, as the test client does it.
             body = b"".join(response.streaming_content)
-            response.close()
             cls = type(response)
             response.__class__ = type(f"Read{cls.__name__}", (cls,), {"content": body})
         return response

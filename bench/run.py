@@ -1,0 +1,304 @@
+"""`make bench`: the balancer beside nginx over the same backends, all on loopback.
+
+Starts two demo backends, the balancer exactly as production runs it
+(`gunicorn lbsite.wsgi` with gunicorn.conf.py, access log and metrics on),
+and nginx as a reference reverse proxy; runs bounded wrk runs at concurrency
+1, 8 and 64 against a backend directly, the balancer by host rule, the
+balancer by path rule, and nginx; prints one table and writes it as JSON
+under bench/results/. Then runs the route-resolution micro-benchmark.
+"""
+
+import json
+import os
+import re
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import requests
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+RESULTS = PROJECT_ROOT / "bench" / "results"
+GUNICORN = str(Path(sys.executable).parent / "gunicorn")
+DURATION = int(os.environ.get("BENCH_DURATION", "10"))
+CONCURRENCIES = (1, 8, 64)
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+NGINX_CONF = """
+worker_processes 1;
+pid {home}/nginx.pid;
+error_log {home}/nginx-error.log;
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+    client_body_temp_path {home}/body;
+    proxy_temp_path {home}/proxy;
+    fastcgi_temp_path {home}/fastcgi;
+    uwsgi_temp_path {home}/uwsgi;
+    scgi_temp_path {home}/scgi;
+    upstream mango {{
+        server {backend_a};
+        server {backend_b};
+        keepalive 32;
+    }}
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{
+            proxy_pass http://mango;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host $proxy_host;
+            proxy_set_header X-Forwarded-For $remote_addr;
+        }}
+    }}
+}}
+"""
+
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for(url, host="localhost"):
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            requests.get(url, headers={"Host": host}, timeout=1)
+            return
+        except requests.ConnectionError:
+            time.sleep(0.1)
+    raise SystemExit(f"{url} did not come up")
+
+
+def start(command, env=None, log=None, cwd=PROJECT_ROOT):
+    return subprocess.Popen(
+        command,
+        cwd=cwd,
+        env={**os.environ, **(env or {})},
+        stdout=log or subprocess.DEVNULL,
+        stderr=subprocess.STDOUT if log else subprocess.DEVNULL,
+    )
+
+
+def cpu_seconds(pid):
+    """CPU time of a process and all its live children (gunicorn master and workers)."""
+    pids = [pid]
+    children = Path(f"/proc/{pid}/task/{pid}/children")
+    if children.exists():
+        pids += [int(child) for child in children.read_text().split()]
+    total = 0
+    for each in pids:
+        fields = Path(f"/proc/{each}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / CLOCK_TICKS
+
+
+def parse_latency(text):
+    """Return milliseconds from wrk's '1.23ms' / '456.00us' / '1.2s'."""
+    value, unit = re.fullmatch(r"([\d.]+)(us|ms|s)", text).groups()
+    return float(value) * {"us": 0.001, "ms": 1, "s": 1000}[unit]
+
+
+def wrk(url, host, concurrency, pid=None):
+    threads = min(concurrency, 2)
+    before = cpu_seconds(pid) if pid else None
+    output = subprocess.run(
+        [
+            "wrk",
+            f"-t{threads}",
+            f"-c{concurrency}",
+            f"-d{DURATION}s",
+            "--latency",
+            "-H",
+            f"Host: {host}",
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=DURATION + 30,
+    ).stdout
+    requests_done = int(re.search(r"(\d+) requests in", output).group(1))
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
+    result = {
+        "requests": requests_done,
+        "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1)),
+        "p50_ms": parse_latency(re.search(r"\s50%\s+(\S+)", output).group(1)),
+        "p99_ms": parse_latency(re.search(r"\s99%\s+(\S+)", output).group(1)),
+        "errors": int(errors.group(1)) if errors else 0,
+    }
+    if pid:
+        result["cpu_ms_per_request"] = (cpu_seconds(pid) - before) * 1000 / requests_done
+    return result
+
+
+def main():
+    for tool in ("wrk", "nginx"):
+        if not shutil.which(tool) and not Path(f"/usr/sbin/{tool}").exists():
+            raise SystemExit(f"{tool} is missing: apt-get install {tool} (make bench does)")
+    home = Path(tempfile.mkdtemp(prefix="lb-bench-"))
+    processes = []
+    try:
+        backends = []
+        for _ in range(2):
+            port = free_port()
+            processes.append(
+                start(
+                    [
+                        GUNICORN,
+                        "backend_app.wsgi",
+                        "-b",
+                        f"127.0.0.1:{port}",
+                        "--workers",
+                        "1",
+                        "--threads",
+                        "16",
+                    ],
+                    {"APP": "mango"},
+                )
+            )
+            backends.append(f"127.0.0.1:{port}")
+        for backend in backends:
+            wait_for(f"http://{backend}/healthcheck")
+
+        env = {
+            "DJANGO_SETTINGS_MODULE": "lbsite.settings",
+            "DATABASE_URL": f"sqlite:///{home / 'db.sqlite3'}",
+            "SECRET_KEY": secrets.token_urlsafe(50),
+            "STATIC_ROOT": str(home / "static"),
+            "PROMETHEUS_MULTIPROC_DIR": str(home / "metrics"),
+        }
+        rows = [
+            {"model": "routing.pool", "fields": {"name": "mango"}},
+            *(
+                {"model": "routing.backend", "fields": {"pool": ["mango"], "url": f"http://{b}"}}
+                for b in backends
+            ),
+            {"model": "routing.hostrule", "fields": {"host": "bench.test", "pool": ["mango"]}},
+            {"model": "routing.pathrule", "fields": {"prefix": "/bench", "pool": ["mango"]}},
+        ]
+        (home / "routes.json").write_text(json.dumps(rows))
+        for command in (["migrate", "--noinput"], ["loaddata", str(home / "routes.json")]):
+            subprocess.run(
+                [sys.executable, "manage.py", *command],
+                cwd=PROJECT_ROOT,
+                env={**os.environ, **env},
+                check=True,
+                stdout=subprocess.DEVNULL,
+            )
+        balancer_port = free_port()
+        balancer_log = open(home / "balancer.log", "w")  # noqa: SIM115
+        balancer = start(
+            [GUNICORN, "lbsite.wsgi", "-b", f"127.0.0.1:{balancer_port}"], env, log=balancer_log
+        )
+        processes.append(balancer)
+        wait_for(f"http://127.0.0.1:{balancer_port}/healthz")
+
+        nginx_port = free_port()
+        for folder in ("body", "proxy", "fastcgi", "uwsgi", "scgi"):
+            (home / folder).mkdir()
+        (home / "nginx.conf").write_text(
+            NGINX_CONF.format(
+                home=home, port=nginx_port, backend_a=backends[0], backend_b=backends[1]
+            )
+        )
+        nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+        processes.append(start([nginx, "-c", str(home / "nginx.conf"), "-g", "daemon off;"]))
+        wait_for(f"http://127.0.0.1:{nginx_port}/")
+
+        cases = {
+            "direct": (f"http://{backends[0]}/", backends[0], None),
+            "balancer_host_rule": (
+                f"http://127.0.0.1:{balancer_port}/",
+                "bench.test",
+                balancer.pid,
+            ),
+            "balancer_path_rule": (
+                f"http://127.0.0.1:{balancer_port}/bench/",
+                "localhost",
+                balancer.pid,
+            ),
+            "nginx": (f"http://127.0.0.1:{nginx_port}/", "bench.test", None),
+        }
+        # Warm every path (connections, route table) before measuring.
+        for url, host, _pid in cases.values():
+            for _ in range(50):
+                requests.get(url, headers={"Host": host}, timeout=5)
+        results = {}
+        for concurrency in CONCURRENCIES:
+            for name, (url, host, pid) in cases.items():
+                results[f"{name}@{concurrency}"] = wrk(url, host, concurrency, pid)
+                print(f"  {name} at concurrency {concurrency}: done", flush=True)
+        report(results)
+    finally:
+        for process in reversed(processes):
+            process.terminate()
+        for process in processes:
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def report(results):
+    lines = [
+        f"Load balancer benchmark, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, "
+        f"{DURATION} s per run, {os.cpu_count()} cores shared by wrk, the backends and the "
+        "proxies: compare only figures from the same run.",
+        "",
+        f"{'case':<22}{'conc':>5}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}"
+        f"{'CPU ms/req':>12}{'vs nginx':>10}{'vs direct':>10}{'errors':>8}",
+    ]
+    summary = {}
+    for concurrency in CONCURRENCIES:
+        nginx = results[f"nginx@{concurrency}"]
+        direct = results[f"direct@{concurrency}"]
+        for name in ("direct", "balancer_host_rule", "balancer_path_rule", "nginx"):
+            run = results[f"{name}@{concurrency}"]
+            run["rps_vs_nginx"] = run["rps"] / nginx["rps"]
+            run["rps_vs_direct"] = run["rps"] / direct["rps"]
+            run["added_p50_ms"] = run["p50_ms"] - direct["p50_ms"]
+            cpu = run.get("cpu_ms_per_request")
+            lines.append(
+                f"{name:<22}{concurrency:>5}{run['rps']:>10.0f}{run['p50_ms']:>9.2f}"
+                f"{run['p99_ms']:>9.2f}{'' if cpu is None else f'{cpu:.3f}':>12}"
+                f"{run['rps_vs_nginx']:>10.2f}{run['rps_vs_direct']:>10.2f}{run['errors']:>8}"
+            )
+    host = "balancer_host_rule"
+    summary = {
+        "cpu_ms_per_request": results[f"{host}@8"]["cpu_ms_per_request"],
+        "throughput_vs_nginx_at_64": results[f"{host}@64"]["rps_vs_nginx"],
+        "added_p50_ms_at_1": results[f"{host}@1"]["added_p50_ms"],
+    }
+    lines += [
+        "",
+        f"Balancer CPU per proxied GET (concurrency 8): {summary['cpu_ms_per_request']:.3f} ms "
+        "(target <= 0.5)",
+        f"Throughput vs nginx at concurrency 64: {summary['throughput_vs_nginx_at_64']:.0%} "
+        "(target >= 30%)",
+        f"Added p50 latency at concurrency 1: {summary['added_p50_ms_at_1']:.2f} ms "
+        "(target <= 0.8)",
+    ]
+    print("\n".join(lines))
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"proxy-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json"
+    path.write_text(
+        json.dumps(
+            {"duration_s": DURATION, "cores": os.cpu_count(), "runs": results, "summary": summary},
+            indent=2,
+        )
+    )
+    print(f"\nWritten to {path.relative_to(PROJECT_ROOT)}")
+
+
+if __name__ == "__main__":
+    main()
