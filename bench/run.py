@@ -237,7 +237,8 @@ def main():
             for name, (url, host, pid) in cases.items():
                 results[f"{name}@{concurrency}"] = wrk(url, host, concurrency, pid)
                 print(f"  {name} at concurrency {concurrency}: done", flush=True)
-        report(results)
+        propagation = measure_propagation(env, home, balancer_port)
+        report(results, propagation)
     finally:
         for process in reversed(processes):
             process.terminate()
@@ -249,7 +250,33 @@ def main():
         shutil.rmtree(home, ignore_errors=True)
 
 
-def report(results):
+def measure_propagation(env, home, port):
+    """Return seconds from an edit's commit until every worker routes by it (new connections)."""
+    row = [{"model": "routing.hostrule", "fields": {"host": "new.bench.test", "pool": ["mango"]}}]
+    (home / "edit.json").write_text(json.dumps(row))
+    subprocess.run(
+        [sys.executable, "manage.py", "loaddata", str(home / "edit.json")],
+        cwd=PROJECT_ROOT,
+        env={**os.environ, **env},
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+    committed = time.monotonic()
+    url = f"http://127.0.0.1:{port}/"
+    while True:
+        answers = {
+            requests.get(
+                url, headers={"Host": "new.bench.test", "Connection": "close"}, timeout=5
+            ).status_code
+            for _ in range(20)
+        }
+        if answers == {200}:
+            return time.monotonic() - committed
+        if time.monotonic() - committed > 30:
+            raise SystemExit("the edit did not reach every worker in 30 s")
+
+
+def report(results, propagation):
     lines = [
         f"Load balancer benchmark, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, "
         f"{DURATION} s per run, {os.cpu_count()} cores shared by wrk, the backends and the "
@@ -287,7 +314,9 @@ def report(results):
         "(target >= 30%)",
         f"Added p50 latency at concurrency 1: {summary['added_p50_ms_at_1']:.2f} ms "
         "(target <= 0.8)",
+        f"An edit reached every worker in {propagation * 1000:.0f} ms (target <= 1000)",
     ]
+    summary["edit_propagation_ms"] = propagation * 1000
     print("\n".join(lines))
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"proxy-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json"

@@ -26,7 +26,8 @@ BACKENDS = {
 SERVICES = {*BACKENDS, "migrate", "healthcheck", "balancer"}
 
 # Variables the Compose file reads; COMPOSE_* variables are dropped as well.
-INHERITED_VARIABLES = {"SECRET_KEY", "ADMIN_HOSTS"}
+INHERITED_VARIABLES = {"SECRET_KEY", "ADMIN_HOSTS", "POSTGRES_PASSWORD"}
+POSTGRES_FILES = (COMPOSE_FILE, PROJECT_ROOT / "docker-compose.postgres.yml")
 
 
 def compose_binary():
@@ -66,14 +67,13 @@ def clean_environment(**variables):
     return env
 
 
-def run_compose(*args, **variables):
-    """Run Compose on the project's file; a local .env file is ignored."""
+def run_compose(*args, files=(COMPOSE_FILE,), **variables):
+    """Run Compose on the project's file(s); a local .env file is ignored."""
     command = [
         str(compose_binary()),
         "--env-file",
         os.devnull,
-        "-f",
-        str(COMPOSE_FILE),
+        *(option for file in files for option in ("-f", str(file))),
         *args,
     ]
     return subprocess.run(
@@ -90,9 +90,11 @@ def output_of(result):
     return f"exit code {result.returncode}\n{result.stdout}\n{result.stderr}"
 
 
-def compose_config():
-    """Return the Compose file as Compose resolves it."""
-    result = run_compose("config", "--format", "json", SECRET_KEY="test-secret")
+def compose_config(files=(COMPOSE_FILE,), **variables):
+    """Return the Compose file(s) as Compose resolves them."""
+    result = run_compose(
+        "config", "--format", "json", files=files, SECRET_KEY="test-secret", **variables
+    )
     assert result.returncode == 0, output_of(result)
     return json.loads(result.stdout)
 
@@ -182,3 +184,24 @@ def test_dockerfile_passes_hadolint():
         timeout=60,
     )
     assert result.returncode == 0, output_of(result)
+
+
+def test_postgres_variant_is_valid_and_needs_a_password():
+    ok = run_compose("config", "-q", files=POSTGRES_FILES, SECRET_KEY="s", POSTGRES_PASSWORD="p")
+    assert ok.returncode == 0, output_of(ok)
+    refused = run_compose("config", "-q", files=POSTGRES_FILES, SECRET_KEY="s")
+    assert refused.returncode != 0 and "POSTGRES_PASSWORD" in output_of(refused)
+
+
+def test_postgres_variant_runs_two_replicas_on_one_database():
+    services = compose_config(POSTGRES_FILES, POSTGRES_PASSWORD="pw")["services"]
+    url = "postgres://postgres:pw@postgres:5432/lb"
+    for name in ("migrate", "healthcheck", "balancer"):
+        assert services[name]["environment"]["DATABASE_URL"] == url, name
+        assert services[name]["depends_on"]["postgres"]["condition"] == "service_healthy"
+    balancer = services["balancer"]
+    assert balancer["deploy"]["replicas"] == 2
+    assert [(p["published"], p["target"]) for p in balancer["ports"]] == [("8000-8001", 8000)]
+    # Migrations still run once, before the replicas, by name of the services.
+    assert balancer["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
+    assert "load_demo_routes fruit_routes_compose" in command_line(services["migrate"])
