@@ -79,19 +79,12 @@ class Exchange:
     def attach(self, response):
         """Finish the exchange when the response has been sent, counting its bytes."""
         if response.streaming:
-            response.streaming_content = self.count(response.streaming_content, response)
+            response.streaming_content = CountingBody(
+                response.streaming_content, self, response.status_code
+            )
         else:
             self.finish(response.status_code, len(response.content))
         return response
-
-    def count(self, chunks, response):
-        sent = 0
-        try:
-            for chunk in chunks:
-                sent += len(chunk)
-                yield chunk
-        finally:
-            self.finish(response.status_code, sent)
 
     def finish(self, status, bytes_sent):
         if self.finished:
@@ -123,6 +116,28 @@ class Exchange:
             fields["cause"] = self.cause
         level = logging.WARNING if status in (502, 503, 504) else logging.INFO
         access_log.log(level, format_fields(fields))
+
+
+class CountingBody:
+    """A streamed body that counts what is sent and finishes its exchange on close.
+
+    Django closes it with the response, also when the client went away before
+    a byte was sent.
+    """
+
+    def __init__(self, chunks, exchange, status):
+        self.chunks = chunks
+        self.exchange = exchange
+        self.status = status
+        self.sent = 0
+
+    def __iter__(self):
+        for chunk in self.chunks:
+            self.sent += len(chunk)
+            yield chunk
+
+    def close(self):
+        self.exchange.finish(self.status, self.sent)
 
 
 @functools.cache
