@@ -43,9 +43,8 @@ def probe(url, timeout, verify=True):
 def check_backend(backend):
     """Probe one backend at its pool's health path, with its pool's timeout and TLS."""
     pool = backend.pool
-    verify = (pool.tls_ca_bundle or True) if pool.tls_verify else False
     url = backend.url.rstrip("/") + pool.health_check_path
-    return probe(url, pool.health_check_timeout, verify)
+    return probe(url, pool.health_check_timeout, pool.tls_verification)
 
 
 def record_result(backend, result):

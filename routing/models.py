@@ -261,6 +261,11 @@ class Pool(models.Model):
     def natural_key(self):
         return (self.name,)
 
+    @property
+    def tls_verification(self):
+        """requests' `verify` for this pool: the CA bundle, True, or False (verify off)."""
+        return (self.tls_ca_bundle or True) if self.tls_verify else False
+
 
 class Backend(models.Model):
     """One server of a pool, reached at a base URL."""

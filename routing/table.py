@@ -48,7 +48,7 @@ def build_route_table():
             algorithm=row.algorithm,
             connect_timeout=row.connect_timeout,
             read_timeout=row.read_timeout,
-            tls_verify=(row.tls_ca_bundle or True) if row.tls_verify else False,
+            tls_verify=row.tls_verification,
             max_attempts=row.max_attempts,
             max_fails=row.max_fails,
             fail_timeout=row.fail_timeout,

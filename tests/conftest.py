@@ -428,3 +428,14 @@ def self_signed_certificate(home):
         capture_output=True,
     )
     return cert, key
+
+
+def exchange(base_url, request_bytes, timeout=10):
+    """Send raw bytes to a server on a new connection; return all that comes back."""
+    host, port = base_url.split("://", 1)[1].split(":")
+    with socket.create_connection((host, int(port)), timeout=timeout) as conn:
+        conn.sendall(request_bytes)
+        answer = b""
+        while chunk := conn.recv(65536):
+            answer += chunk
+    return answer

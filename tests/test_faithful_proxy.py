@@ -21,6 +21,7 @@ from .conftest import (
     Balancer,
     RawBackend,
     balancer_environment,
+    exchange,
     listening_socket,
     pool_rows,
     reset,
@@ -166,15 +167,9 @@ def bed(tmp_path_factory, demo_backends):
     bed.stop()
 
 
-def exchange(bed, request_bytes, timeout=10):
+def send_raw(bed, request_bytes):
     """Send raw bytes to the balancer on a new connection; return all that comes back."""
-    host, port = bed.balancer.url.removeprefix("http://").split(":")
-    with socket.create_connection((host, int(port)), timeout=timeout) as conn:
-        conn.sendall(request_bytes)
-        answer = b""
-        while chunk := conn.recv(65536):
-            answer += chunk
-    return answer
+    return exchange(bed.balancer.url, request_bytes)
 
 
 def send(bed, method, target, headers=(), body=None):
@@ -479,7 +474,7 @@ def test_preserve_host_sends_the_clients_host(bed):
 
 @pytest.mark.parametrize(("method", "code"), [("HEAD", 200), ("GET", 204), ("GET", 304)])
 def test_bodiless_answers_have_no_body_and_no_invented_header(bed, method, code):
-    answer = exchange(
+    answer = send_raw(
         bed, f"{method} /{code} HTTP/1.1\r\nHost: status.test\r\nConnection: close\r\n\r\n".encode()
     )
     head, _, body = answer.partition(b"\r\n\r\n")
@@ -536,11 +531,11 @@ def test_no_target_makes_the_balancer_connect_elsewhere(bed):
         assert response.status in (200, 400, 404), (target, response.status)
         if response.status == 200:  # answered by the echo pool's own backend
             assert data.startswith(b"{") or data == b"This is the mango application.", target
-    absolute = exchange(
+    absolute = send_raw(
         bed, f"GET http://{evil}/ HTTP/1.1\r\nHost: echo.test\r\nConnection: close\r\n\r\n".encode()
     )
     assert absolute.startswith(b"HTTP/1.1 400 ")
-    with_evil_host = exchange(
+    with_evil_host = send_raw(
         bed, f"GET /pre/x HTTP/1.1\r\nHost: {evil}\r\nConnection: close\r\n\r\n".encode()
     )
     assert with_evil_host.startswith(b"HTTP/1.1 404 ")
@@ -557,7 +552,7 @@ def test_host_variants_route_like_the_plain_host(bed, host):
 
 @pytest.mark.parametrize("host_line", [b"", b"Host: bad host\r\n", b"Host: a/b\r\n"])
 def test_missing_or_malformed_host_gets_400(bed, host_line):
-    answer = exchange(bed, b"GET /echo HTTP/1.1\r\n" + host_line + b"Connection: close\r\n\r\n")
+    answer = send_raw(bed, b"GET /echo HTTP/1.1\r\n" + host_line + b"Connection: close\r\n\r\n")
     assert answer.startswith(b"HTTP/1.1 400 ")
     assert answer.endswith(b"\r\n\r\nBad Request")
 
@@ -587,7 +582,7 @@ def test_broken_body_aborts_the_clients_connection(bed, backend):
 
 
 def test_body_over_the_limit_gets_413_before_it_is_sent(bed):
-    answer = exchange(
+    answer = send_raw(
         bed,
         b"POST /echo HTTP/1.1\r\nHost: echo.test\r\nContent-Length: 2000000000000\r\n"
         b"Connection: close\r\n\r\n",
@@ -631,7 +626,7 @@ def test_chunked_body_growing_past_the_limit_gets_413(small_limit_balancer):
     ids=["cr-in-header", "huge-header", "huge-uri"],
 )
 def test_malformed_requests_get_4xx_never_500(bed, request_bytes, status):
-    answer = exchange(bed, request_bytes)
+    answer = send_raw(bed, request_bytes)
     assert answer.split(b" ", 2)[1] == status
 
 

@@ -6,7 +6,6 @@ import json
 import os
 import re
 import secrets
-import socket
 import time
 
 import pytest
@@ -16,6 +15,7 @@ from .conftest import (
     PROJECT_ROOT,
     Balancer,
     balancer_environment,
+    exchange,
     manage,
     metric,
     self_signed_certificate,
@@ -88,17 +88,6 @@ def test_chunked_upload_arrives_complete(balancer):
     body = b"".join(parts)
     assert seen["body_length"] == len(body)
     assert seen["body_sha256"] == hashlib.sha256(body).hexdigest()
-
-
-def exchange(balancer, request_bytes):
-    """Send raw bytes on a new connection and return everything that comes back."""
-    host, port = balancer.removeprefix("http://").split(":")
-    with socket.create_connection((host, int(port)), timeout=5) as conn:
-        conn.sendall(request_bytes)
-        answer = b""
-        while chunk := conn.recv(65536):
-            answer += chunk
-    return answer
 
 
 def test_missing_host_gets_400(balancer):
