@@ -5,6 +5,7 @@ same directory and read this file too: nothing here is specific to the
 balancer, and their command-line flags override it.
 """
 
+import ipaddress
 import os
 import tempfile
 
@@ -28,18 +29,27 @@ control_socket_disable = True
 
 # Only the balancer's trusted proxies may tell gunicorn the original scheme
 # (X-Forwarded-Proto and friends); gunicorn's default trusts every local client.
-forwarded_allow_ips = os.environ.get("TRUSTED_PROXIES", "").replace(" ", "")
+forwarded_allow_ips = ",".join(
+    str(ipaddress.ip_network(network.strip(), strict=False))  # as lbsite.settings reads them
+    for network in os.environ.get("TRUSTED_PROXIES", "").split(",")
+    if network.strip()
+)
 
 
-# prometheus-client's multiprocess mode: every worker writes its metrics to
-# files in one directory, which /metrics adds up. Set before any worker starts.
-if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="lb-metrics-")
+# prometheus-client's multiprocess mode, for the balancer only: every worker
+# writes its metrics to files in one directory, which /metrics adds up.
+BALANCER_APP = "lbsite.wsgi"
 
 
 def on_starting(server):
-    """Start from empty metric files: counts of an earlier run must not add up."""
-    directory = os.environ["PROMETHEUS_MULTIPROC_DIR"]
+    """Give the balancer's workers an empty metrics directory before they start."""
+    if server.app.app_uri != BALANCER_APP:
+        return  # a demo backend started from here: not its business
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if not directory:
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="lb-metrics-")
+        return
+    # Counts of an earlier run must not add up with this one's.
     os.makedirs(directory, exist_ok=True)
     for name in os.listdir(directory):
         if name.endswith(".db"):
@@ -48,8 +58,8 @@ def on_starting(server):
 
 def child_exit(server, worker):
     """Drop a dead worker's live gauges (requests in flight)."""
-    try:
-        from prometheus_client import multiprocess
-    except ImportError:  # a program without prometheus-client run from here
+    if server.app.app_uri != BALANCER_APP:
         return
+    from prometheus_client import multiprocess
+
     multiprocess.mark_process_dead(worker.pid)

@@ -186,12 +186,21 @@ STORAGES = {
 SESSION_COOKIE_NAME = "lb_sessionid"
 CSRF_COOKIE_NAME = "lb_csrftoken"
 
+
+def has_traceback(record):
+    """Keep a log record only if it reports an exception."""
+    return record.exc_info is not None
+
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {
         "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
         "access": {"format": "%(message)s"},
+    },
+    "filters": {
+        "with_traceback": {"()": "django.utils.log.CallbackFilter", "callback": has_traceback},
     },
     "handlers": {
         "console": {"class": "logging.StreamHandler", "formatter": "plain"},
@@ -200,8 +209,8 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": "INFO"},
     "loggers": {
         "routing.access": {"handlers": ["access"], "level": "INFO", "propagate": False},
-        # Proxied 4xx/5xx answers are the backends' business, not warnings
-        # about the balancer itself.
-        "django.request": {"level": "ERROR"},
+        # Proxied 4xx/5xx answers are the backends' (and logged in the access
+        # log): only the balancer's own crashes, which carry a traceback, pass.
+        "django.request": {"level": "ERROR", "filters": ["with_traceback"]},
     },
 }

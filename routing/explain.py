@@ -48,17 +48,23 @@ def host_rank(pattern, host):
 
 
 def split_url(url):
-    """Return (host header, request target) of a URL such as http://www.mango.com/apple/x."""
+    """Return (host header, request target) of a URL such as http://www.mango.com/apple/x.
+
+    Raises ValueError for what is no URL at all.
+    """
     if "://" not in url:
         url = "http://" + url
     parts = urlsplit(url)
     target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    return parts.netloc, target
+    return parts.netloc.rpartition("@")[2], target  # credentials are no part of Host
 
 
 def explain(table, url):
     """Explain how the balancer routes a URL, with the rules as they are in the database."""
-    raw_host, target = split_url(url)
+    try:
+        raw_host, target = split_url(url)
+    except ValueError:
+        return Explanation(url, None, "", 400)
     host = normalise_host(raw_host)
     split = split_target(target)
     if host is None or split is None:

@@ -133,15 +133,14 @@ def public_location(value, backend_url, public_origin, stripped_prefix):
     """
     try:
         parts = urlsplit(value)
+        if not parts.netloc:
+            return stripped_prefix + value if value.startswith("/") else value
         backend = origin_of(backend_url)
-        origin = origin_of(f"{parts.scheme or backend[0]}://{parts.netloc}")
-    except ValueError:  # not a URL at all ("http://[oops/"): leave it be
+        if origin_of(f"{parts.scheme or backend[0]}://{parts.netloc}") != backend:
+            return value
+        rest = value[value.index(parts.netloc) + len(parts.netloc) :]
+    except ValueError:  # not a URL ("http://[oops/", a tab in the host): leave it be
         return value
-    if not parts.netloc:
-        return stripped_prefix + value if value.startswith("/") else value
-    if origin != backend:
-        return value
-    rest = value[value.index(parts.netloc) + len(parts.netloc) :]
     return public_origin + stripped_prefix + rest
 
 

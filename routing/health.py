@@ -5,7 +5,6 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-import requests
 from django.utils import timezone
 
 from .models import Backend, RoutingVersion
@@ -32,7 +31,7 @@ def probe(url, timeout, verify=True):
             url, timeout=timeout, verify=verify, allow_redirects=False, stream=True
         )
         response.close()
-    except requests.RequestException as error:
+    except Exception as error:  # requests' errors, and a CA bundle gone missing
         return CheckResult(False, error=str(error)[:MAX_ERROR_LENGTH])
     latency_ms = (time.monotonic() - started) * 1000
     if response.status_code >= 400:

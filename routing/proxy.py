@@ -2,6 +2,7 @@
 
 import http.client
 import logging
+import re
 
 import requests
 import urllib3
@@ -20,6 +21,8 @@ logger = logging.getLogger(__name__)
 SKIPPABLE_DEFAULT_HEADERS = ("Accept-Encoding", "User-Agent")
 
 CHUNK_SIZE = 64 * 1024
+# RFC 9112 §4: HTAB, SP, VCHAR and obs-text; at least one character.
+REASON_RE = re.compile(r"[\t \x21-\x7e\x80-\xff]+")
 POOL_CONNECTIONS = 32
 POOL_MAXSIZE = 64
 
@@ -30,6 +33,10 @@ class InvalidUpstreamResponse(requests.RequestException):
 
 class BodyTooLarge(Exception):
     """The client's body is larger than MAX_BODY_SIZE."""
+
+
+class ClientBodyIncomplete(Exception):
+    """The client's body ended before its Content-Length, or its connection broke."""
 
 
 class FinalResponse(http.client.HTTPResponse):
@@ -187,43 +194,61 @@ def has_body(meta):
 
 
 def request_body(meta):
-    """Return an iterator over the request body read from the WSGI input, or None.
+    """Return the request body to stream from the WSGI input, or None.
 
-    Raises BodyTooLarge at once when Content-Length is over the limit, and
-    from the iterator when a chunked body grows past it.
+    Raises BodyTooLarge at once when Content-Length is over the limit; the
+    body itself raises it when a chunked body grows past the limit.
     """
     stream = meta["wsgi.input"]
-    limit = settings.MAX_BODY_SIZE
     length = meta.get("CONTENT_LENGTH")
     if length:
-        if int(length) > limit:
+        if int(length) > settings.MAX_BODY_SIZE:
             raise BodyTooLarge(length)
-        return read_exactly(stream, int(length))
+        return RequestBody(stream, int(length))
     if "chunked" in meta.get("HTTP_TRANSFER_ENCODING", "").lower():
         # Django reads a body without Content-Length as empty; the server has
         # already undone the chunked framing, so read the input to its end.
-        return read_to_end(stream, limit)
+        return RequestBody(stream)
     return None
 
 
-def read_exactly(stream, length):
-    """Yield a body of known length in chunks."""
-    while length > 0:
-        chunk = stream.read(min(CHUNK_SIZE, length))
-        if not chunk:
-            return
-        length -= len(chunk)
-        yield chunk
+class RequestBody:
+    """The client's body, read in chunks while the upstream request is being sent.
 
+    A body that ends early or breaks off raises ClientBodyIncomplete, which
+    is no OSError: urllib3 lets it through and drops the upstream connection,
+    so the backend never takes the next request's bytes for the missing ones.
+    """
 
-def read_to_end(stream, limit):
-    """Yield a body of unknown length in chunks until the input ends."""
-    total = 0
-    while chunk := stream.read(CHUNK_SIZE):
-        total += len(chunk)
-        if total > limit:
-            raise BodyTooLarge(total)
-        yield chunk
+    def __init__(self, stream, length=None):
+        self.stream = stream
+        self.length = length
+
+    def __iter__(self):
+        try:
+            if self.length is None:
+                yield from self.read_to_end()
+            else:
+                yield from self.read_exactly()
+        except OSError as error:  # the client went away; gunicorn's NoMoreData too
+            raise ClientBodyIncomplete(str(error) or type(error).__name__) from error
+
+    def read_exactly(self):
+        remaining = self.length
+        while remaining > 0:
+            chunk = self.stream.read(min(CHUNK_SIZE, remaining))
+            if not chunk:
+                raise ClientBodyIncomplete(f"body ended {remaining} bytes short")
+            remaining -= len(chunk)
+            yield chunk
+
+    def read_to_end(self):
+        total = 0
+        while chunk := self.stream.read(CHUNK_SIZE):
+            total += len(chunk)
+            if total > settings.MAX_BODY_SIZE:
+                raise BodyTooLarge(total)
+            yield chunk
 
 
 class UpstreamBody:
@@ -263,7 +288,8 @@ class ProxiedResponse(StreamingHttpResponse):
         super().__init__(
             body,
             status=upstream.status_code,
-            reason=upstream.reason or None,
+            # A reason phrase gunicorn would refuse is replaced by the standard one.
+            reason=upstream.reason if REASON_RE.fullmatch(upstream.reason or "") else None,
         )
         del self.headers["Content-Type"]
         self.header_list = header_list

@@ -1,13 +1,17 @@
 """The catch-all view: resolve the rule, choose a backend, forward, map errors."""
 
+import logging
+
 from django.http import HttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
 from .attempts import NoBackendAvailable, UpstreamFailed, send_to_pool
 from .observe import Exchange
-from .proxy import BodyTooLarge, client_address, raw_target
+from .proxy import BodyTooLarge, ClientBodyIncomplete, client_address, raw_target
 from .resolver import resolve, split_target
 from .table import get_route_table
+
+logger = logging.getLogger(__name__)
 
 ERROR_BODIES = {
     400: "Bad Request",
@@ -31,7 +35,15 @@ def error_response(status):
 def proxy_view(request, host):
     """Serve a request from the backend its rules pick; host is normalise_host()'s."""
     exchange = Exchange.begin(request, host)
-    return exchange.attach(serve(request, host, exchange))
+    try:
+        response = serve(request, host, exchange)
+    except Exception as error:
+        # Whatever went wrong is no client's doing: answer as a gateway, and
+        # keep the traceback for the operator.
+        logger.exception("Proxying %s %s failed", request.method, exchange.path)
+        exchange.cause = f"{type(error).__name__}: {error}"
+        response = error_response(502)
+    return exchange.attach(response)
 
 
 def serve(request, host, exchange):
@@ -49,6 +61,10 @@ def serve(request, host, exchange):
         exchange.cause = "no usable backend"
         return error_response(503)
     except BodyTooLarge:
+        exchange.backend = "-"
         return error_response(413)
+    except ClientBodyIncomplete as error:
+        exchange.cause = f"client body: {error}"
+        return error_response(400)
     except UpstreamFailed as failure:
         return error_response(504 if failure.timed_out else 502)

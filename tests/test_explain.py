@@ -83,3 +83,9 @@ def test_admin_routing_table_lists_rules_in_resolver_order(rules, client):
 
 def test_explainer_needs_a_staff_login(client):
     assert client.get("/admin/routing/explain/").status_code == 302
+
+
+def test_urls_that_are_no_urls_get_400_and_credentials_are_ignored(rules, capsys):
+    assert "400 Bad Request" in explain_command("http://[::1/x", capsys)
+    out = explain_command("http://user:pw@shop.example/apple/x", capsys)
+    assert "Rule      path rule */apple → apple" in out

@@ -6,19 +6,26 @@ import json
 import os
 import re
 import secrets
+import subprocess
 import time
 
 import pytest
 import requests
 
 from .conftest import (
+    GUNICORN,
     PROJECT_ROOT,
     Balancer,
     balancer_environment,
     exchange,
+    listening_socket,
     manage,
     metric,
     self_signed_certificate,
+    start_gunicorn,
+    stop,
+    url_of,
+    wait_until_serving,
 )
 
 ADMIN_PASSWORD = secrets.token_urlsafe(16)
@@ -213,3 +220,42 @@ def test_gunicorn_terminates_tls(tmp_path, demo_backends):
             requests.get(url + "/healthz", headers={"Host": "localhost"}, timeout=10)
     finally:
         server.stop()
+
+
+def test_only_the_balancer_empties_the_metrics_directory(tmp_path, demo_backends):
+    metrics = tmp_path / "metrics"
+    metrics.mkdir()
+    stale = metrics / "counter_1.db"
+    stale.write_bytes(b"from another run")
+    # A demo backend started from the project root reads gunicorn.conf.py too.
+    sock = listening_socket()
+    backend = start_gunicorn(
+        "backend_app.wsgi", sock, {"APP": "kiwi", "PROMETHEUS_MULTIPROC_DIR": str(metrics)}
+    )
+    try:
+        wait_until_serving(url_of(sock) + "/healthcheck", backend)
+        assert stale.exists()
+    finally:
+        stop(backend)
+        sock.close()
+    env = balancer_environment(
+        tmp_path, demo_fixture(demo_backends), PROMETHEUS_MULTIPROC_DIR=str(metrics)
+    )
+    server = Balancer(env, workers=1)
+    try:
+        assert not stale.exists()
+        assert get(server.url, "www.mango.com").status_code == 200
+        assert requests_served(get(server.url, "localhost", "/metrics").text, "mango") == 1
+    finally:
+        server.stop()
+
+
+def test_trusted_proxies_with_host_bits_still_start_gunicorn():
+    result = subprocess.run(
+        [GUNICORN, "--check-config", "backend_app.wsgi"],
+        cwd=PROJECT_ROOT,
+        env={**os.environ, "TRUSTED_PROXIES": "10.0.0.1/8, 127.0.0.1"},
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr

@@ -85,3 +85,14 @@ def test_pool_with_blank_health_path_is_not_checked(pool, closed_port_url):
     assert run_checks() == []
     backend.refresh_from_db()
     assert backend.healthy and backend.last_checked is None
+
+
+def test_a_check_that_cannot_even_start_marks_the_backend_down(pool, tmp_path):
+    bundle = tmp_path / "ca.pem"
+    bundle.write_text("")
+    Pool.objects.filter(pk=pool.pk).update(tls_ca_bundle=str(bundle))
+    backend = Backend.objects.create(pool=pool, url="https://127.0.0.1:1")
+    bundle.unlink()
+    run_checks()
+    backend.refresh_from_db()
+    assert not backend.healthy and "CA" in backend.last_error

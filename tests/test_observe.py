@@ -2,6 +2,7 @@
 
 import ipaddress
 import json
+import logging
 import os
 import secrets
 import subprocess
@@ -10,6 +11,7 @@ import sys
 import pytest
 from django.core import checks
 
+from lbsite.settings import has_traceback
 from routing.models import Backend, HostRule, PathRule, Pool
 
 from .conftest import PROJECT_ROOT, metric
@@ -168,3 +170,18 @@ def test_secret_key_is_required_when_debug_is_off():
     result = manage_check()
     assert result.returncode != 0
     assert "Set SECRET_KEY in the environment" in result.stderr
+
+
+def test_django_request_log_keeps_only_the_balancers_own_crashes(
+    client, caplog, make_route, wsgi_backend
+):
+    def failing(environ, start_response):
+        start_response("500 Internal Server Error", [("Content-Length", "4")])
+        return [b"oops"]
+
+    make_route([wsgi_backend(failing)], host="www.kiwi.com")
+    caplog.set_level("INFO")
+    assert client.get("/", headers={"Host": "www.kiwi.com"}).status_code == 500
+    assert [record for record in caplog.records if record.name == "django.request"] == []
+    crash = logging.makeLogRecord({"exc_info": (ValueError, ValueError("bug"), None)})
+    assert has_traceback(crash)

@@ -1,10 +1,13 @@
+import logging
 import time
 
 from django.core.management.base import BaseCommand
-from django.db import close_old_connections
+from django.db import close_old_connections, connection
 
 from routing.health import run_checks
 from routing.models import Pool
+
+logger = logging.getLogger(__name__)
 
 # How often the loop looks for pools whose next check is due.
 TICK = 0.2
@@ -31,16 +34,24 @@ class Command(BaseCommand):
         due = {}
         try:
             while True:
-                now = time.monotonic()
-                pools = [pool for pool in Pool.objects.all() if due.get(pool.id, 0) <= now]
-                if pools:
-                    run_checks(pools)
-                    for pool in pools:
-                        due[pool.id] = now + pool.health_check_interval
+                try:
+                    self.check_due_pools(due)
+                except Exception:
+                    # A database hiccup must not end the checker: try again next tick.
+                    logger.exception("Health checks failed; trying again")
+                    connection.close()
                 close_old_connections()
                 time.sleep(TICK)
         except KeyboardInterrupt:
             return
+
+    def check_due_pools(self, due):
+        now = time.monotonic()
+        pools = [pool for pool in Pool.objects.all() if due.get(pool.id, 0) <= now]
+        if pools:
+            run_checks(pools)
+            for pool in pools:
+                due[pool.id] = now + pool.health_check_interval
 
     def report(self, results):
         for backend, result in results:
