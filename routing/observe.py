@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import re
+import struct
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -151,6 +152,8 @@ def latency_histogram(pool):
     return UPSTREAM_LATENCY.labels(pool)
 
 
+SCRAPE_ATTEMPTS = 3
+
 NEEDS_QUOTES = re.compile(r'[\s"=\\]|^$')
 
 
@@ -201,4 +204,12 @@ def render_metrics(get_table):
         for collector in (REQUESTS, UPSTREAM_LATENCY, IN_FLIGHT):
             registry.register(collector)
     registry.register(RouteTableCollector(get_table))
-    return generate_latest(registry), CONTENT_TYPE_LATEST
+    for attempt in range(SCRAPE_ATTEMPTS):
+        try:
+            return generate_latest(registry), CONTENT_TYPE_LATEST
+        except (struct.error, ValueError, RuntimeError):
+            # A worker creating its metrics file at this very moment leaves it
+            # empty for an instant; read again rather than fail the scrape.
+            if attempt == SCRAPE_ATTEMPTS - 1:
+                raise
+            time.sleep(0.01)

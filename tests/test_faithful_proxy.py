@@ -675,8 +675,16 @@ def test_half_open_clients_do_not_starve_the_balancer(bed):
 
 
 def in_flight(bed):
-    scrape = requests.get(bed.balancer.url + "/metrics", headers={"Host": "localhost"}, timeout=5)
-    return metric(scrape.text, "lb_requests_in_flight")
+    """Return the requests in flight once the last ones have closed (0 unless one leaked)."""
+    deadline = time.monotonic() + 5
+    while True:
+        scrape = requests.get(
+            bed.balancer.url + "/metrics", headers={"Host": "localhost"}, timeout=5
+        )
+        count = metric(scrape.text, "lb_requests_in_flight")
+        if count == 0 or time.monotonic() > deadline:
+            return count
+        time.sleep(0.05)
 
 
 def test_odd_backend_answers_pass_without_a_500(bed):
