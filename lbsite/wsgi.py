@@ -2,8 +2,12 @@
 
 import os
 
-from django.core.wsgi import get_wsgi_application
+import django
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "lbsite.settings")
+django.setup(set_prefix=False)
 
-application = get_wsgi_application()
+# Importable once the apps are loaded (it reaches the models).
+from routing.handler import BalancerHandler  # noqa: E402
+
+application = BalancerHandler()

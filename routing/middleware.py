@@ -9,6 +9,11 @@ from .resolver import normalise_host, path_segments, split_target
 from .views import proxy_view
 
 
+def wants_own_page(request, host):
+    """Whether a request is for the balancer's own pages, which exist for the admin hosts only."""
+    return host in settings.ADMIN_HOSTS and is_balancer_page(request)
+
+
 def is_balancer_page(request):
     """Whether the request's path is under one of the balancer's own pages.
 
@@ -33,11 +38,11 @@ class ProxyMiddleware:
 
     def __call__(self, request):
         host = normalise_host(request.META.get("HTTP_HOST"))
-        if host in settings.ADMIN_HOSTS and is_balancer_page(request):
-            if request.path_info != "/healthz" and not is_allowed_client(request):
-                return HttpResponseForbidden("Forbidden", content_type="text/plain; charset=utf-8")
-            return self.get_response(request)
-        return proxy_view(request, host)
+        if not wants_own_page(request, host):
+            return proxy_view(request, host)
+        if request.path_info != "/healthz" and not is_allowed_client(request):
+            return HttpResponseForbidden("Forbidden", content_type="text/plain; charset=utf-8")
+        return self.get_response(request)
 
 
 def is_allowed_client(request):

@@ -50,6 +50,11 @@ RAW_ANSWERS = {
     b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-Final: yes\r\n\r\nfinal",
     "truncated": b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly ten b",
     "bad-header": b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-Bad: a\x01b\r\n\r\nok",
+    # A line that is no header would end the block for a lenient parser, and
+    # lose the Content-Length after it; so would a space before the colon.
+    "no-colon": b"HTTP/1.1 200 OK\r\nX-Not-A-Header\r\nContent-Length: 2\r\n\r\nok",
+    "space-before-colon": b"HTTP/1.1 200 OK\r\nX-Spaced : a\r\nContent-Length: 2\r\n\r\nok",
+    "folded": b"HTTP/1.1 200 OK\r\nX-Folded: a\r\n b\r\nContent-Length: 2\r\n\r\nok",
     "hop-by-hop": b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: X-Internal\r\n"
     b"X-Internal: secret\r\nKeep-Alive: timeout=5\r\nProxy-Authenticate: Basic\r\n"
     b"Upgrade: h2c\r\nTrailer: X-T\r\nDate: Mon, 01 Jan 2001 00:00:00 GMT\r\n"
@@ -565,7 +570,17 @@ def test_missing_or_malformed_host_gets_400(bed, host_line):
 
 
 @pytest.mark.parametrize(
-    "backend", ["garbage", "framing", "two-lengths", "bad-header", "reset-early"]
+    "backend",
+    [
+        "garbage",
+        "framing",
+        "two-lengths",
+        "bad-header",
+        "no-colon",
+        "space-before-colon",
+        "folded",
+        "reset-early",
+    ],
 )
 def test_broken_answer_before_the_body_gets_502(bed, backend):
     response, data = send(bed, "GET", "/", [("Host", f"{backend}.test")])

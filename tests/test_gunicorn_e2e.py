@@ -111,6 +111,33 @@ def test_admin_static_files_are_served_for_admin_hosts_only(balancer):
     assert other.text == "This is the mango application."
 
 
+def test_own_pages_get_djangos_machinery_and_proxied_answers_none_of_it(balancer):
+    login = get(balancer, "localhost", "/admin/login/")
+    assert login.status_code == 200
+    assert login.headers["X-Frame-Options"] == "DENY"
+    assert login.headers["X-Content-Type-Options"] == "nosniff"
+    assert "lb_csrftoken" in login.cookies
+    proxied = get(balancer, "localhost", "/mango")
+    assert proxied.text == "This is the mango application."
+    assert not {"X-Frame-Options", "X-Content-Type-Options", "Set-Cookie"} & set(proxied.headers)
+    # On any other host, /admin/ is a backend's path like any other.
+    assert get(balancer, "www.mango.com", "/admin/login/").text == "This is the mango application."
+
+
+def test_own_pages_are_refused_outside_the_admin_networks(tmp_path, demo_backends):
+    env = balancer_environment(
+        tmp_path, demo_fixture(demo_backends), ADMIN_ALLOWED_NETWORKS="10.0.0.0/8"
+    )
+    server = Balancer(env, workers=1)
+    try:
+        refused = get(server.url, "localhost", "/admin/login/")
+        assert (refused.status_code, refused.text) == (403, "Forbidden")
+        assert get(server.url, "localhost", "/healthz").status_code == 200
+        assert get(server.url, "localhost", "/mango").text == "This is the mango application."
+    finally:
+        server.stop()
+
+
 def log_in(balancer):
     """Return a requests session logged into the admin the way a browser does."""
     session = requests.Session()
