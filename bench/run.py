@@ -4,8 +4,11 @@ Starts two demo backends, the balancer exactly as production runs it
 (`gunicorn lbsite.wsgi` with gunicorn.conf.py, access log and metrics on),
 and nginx as a reference reverse proxy; runs bounded wrk runs at concurrency
 1, 8 and 64 against a backend directly, the balancer by host rule, the
-balancer by path rule, and nginx; prints one table and writes it as JSON
-under bench/results/. Then runs the route-resolution micro-benchmark.
+balancer by path rule, and nginx. Then, at concurrency 8, it measures the
+CPU per request of three references under the same gunicorn settings
+(bench/references.py): a trivial app, a raw urllib3 proxy and a bare Django
+view with requests. It prints one table and writes it as JSON under
+bench/results/. Then runs the route-resolution micro-benchmark.
 """
 
 import json
@@ -28,6 +31,14 @@ RESULTS = PROJECT_ROOT / "bench" / "results"
 GUNICORN = str(Path(sys.executable).parent / "gunicorn")
 DURATION = int(os.environ.get("BENCH_DURATION", "10"))
 CONCURRENCIES = (1, 8, 64)
+CPU_CONCURRENCY = 8  # the concurrency at which CPU per request is compared
+REFERENCE_CONCURRENCIES = (1, CPU_CONCURRENCY)  # latency at 1, CPU at 8
+# Apps run under the balancer's own gunicorn settings, to put its cost in proportion.
+REFERENCES = {
+    "gunicorn_floor": "bench.references:hello",
+    "urllib3_proxy": "bench.references:urllib3_proxy",
+    "django_requests_proxy": "bench.django_reference:application",
+}
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 NGINX_CONF = """
@@ -214,9 +225,17 @@ def main():
         processes.append(start([nginx, "-c", str(home / "nginx.conf"), "-g", "daemon off;"]))
         wait_for(f"http://127.0.0.1:{nginx_port}/")
 
+        references = {}
+        for name, app in REFERENCES.items():
+            port = free_port()
+            reference = start(
+                [GUNICORN, app, "-b", f"127.0.0.1:{port}"], {"BENCH_BACKENDS": ",".join(backends)}
+            )
+            processes.append(reference)
+            references[name] = (f"http://127.0.0.1:{port}/", "bench.test", reference.pid)
+            wait_for(references[name][0])
+
         cases = {
-            # The backend's own CPU per request is gunicorn's floor on this
-            # machine: a trivial WSGI app under the same server.
             "direct": (f"http://{backends[0]}/", backends[0], processes[0].pid),
             "balancer_host_rule": (
                 f"http://127.0.0.1:{balancer_port}/",
@@ -231,7 +250,7 @@ def main():
             "nginx": (f"http://127.0.0.1:{nginx_port}/", "bench.test", None),
         }
         # Warm every path (connections, route table) before measuring.
-        for url, host, _pid in cases.values():
+        for url, host, _pid in [*cases.values(), *references.values()]:
             for _ in range(50):
                 requests.get(url, headers={"Host": host}, timeout=5)
         results = {}
@@ -239,6 +258,10 @@ def main():
             for name, (url, host, pid) in cases.items():
                 results[f"{name}@{concurrency}"] = wrk(url, host, concurrency, pid)
                 print(f"  {name} at concurrency {concurrency}: done", flush=True)
+        for concurrency in REFERENCE_CONCURRENCIES:
+            for name, (url, host, pid) in references.items():
+                results[f"{name}@{concurrency}"] = wrk(url, host, concurrency, pid)
+                print(f"  reference {name} at concurrency {concurrency}: done", flush=True)
         propagation = measure_propagation(env, home, balancer_port)
         report(results, propagation)
     finally:
@@ -302,22 +325,49 @@ def report(results, propagation):
                 f"{run['p99_ms']:>9.2f}{'' if cpu is None else f'{cpu:.3f}':>12}"
                 f"{run['rps_vs_nginx']:>10.2f}{run['rps_vs_direct']:>10.2f}{run['errors']:>8}"
             )
+    lines += ["", "References, each under the balancer's gunicorn settings:"]
+    for concurrency in REFERENCE_CONCURRENCIES:
+        for name in REFERENCES:
+            run = results[f"{name}@{concurrency}"]
+            run["added_p50_ms"] = run["p50_ms"] - results[f"direct@{concurrency}"]["p50_ms"]
+            lines.append(
+                f"{name:<22}{concurrency:>5}{run['rps']:>10.0f}{run['p50_ms']:>9.2f}"
+                f"{run['p99_ms']:>9.2f}{run['cpu_ms_per_request']:>12.3f}{'':>20}"
+                f"{run['errors']:>8}"
+            )
     host = "balancer_host_rule"
+    cpu = results[f"{host}@{CPU_CONCURRENCY}"]["cpu_ms_per_request"]
+    reference_cpu = {
+        name: results[f"{name}@{CPU_CONCURRENCY}"]["cpu_ms_per_request"] for name in REFERENCES
+    }
     summary = {
-        "cpu_ms_per_request": results[f"{host}@8"]["cpu_ms_per_request"],
-        "gunicorn_floor_cpu_ms_per_request": results["direct@8"]["cpu_ms_per_request"],
+        "cpu_ms_per_request": cpu,
+        **{f"{name}_cpu_ms_per_request": value for name, value in reference_cpu.items()},
+        "cpu_vs_urllib3_proxy": cpu / reference_cpu["urllib3_proxy"],
+        "cpu_vs_django_requests_proxy": cpu / reference_cpu["django_requests_proxy"],
         "throughput_vs_nginx_at_64": results[f"{host}@64"]["rps_vs_nginx"],
         "added_p50_ms_at_1": results[f"{host}@1"]["added_p50_ms"],
+        **{
+            f"{name}_added_p50_ms_at_1": results[f"{name}@1"]["added_p50_ms"] for name in REFERENCES
+        },
     }
     lines += [
         "",
-        f"Balancer CPU per proxied GET (concurrency 8): {summary['cpu_ms_per_request']:.3f} ms "
-        "(target <= 0.5); the demo backend, a trivial WSGI app under gunicorn, costs "
-        f"{summary['gunicorn_floor_cpu_ms_per_request']:.3f} ms per request on this machine",
+        f"Balancer CPU per proxied GET (concurrency {CPU_CONCURRENCY}): {cpu:.3f} ms "
+        "(target <= 0.5 on the machine where a raw urllib3 proxy costs 0.5 and a bare "
+        "Django view with requests 0.75-1.0)",
+        f"  in this run: {summary['cpu_vs_urllib3_proxy']:.2f}x the raw urllib3 proxy "
+        f"({reference_cpu['urllib3_proxy']:.3f} ms), "
+        f"{summary['cpu_vs_django_requests_proxy']:.2f}x the bare Django view with requests "
+        f"({reference_cpu['django_requests_proxy']:.3f} ms); gunicorn's own floor, a trivial "
+        f"app, {reference_cpu['gunicorn_floor']:.3f} ms",
         f"Throughput vs nginx at concurrency 64: {summary['throughput_vs_nginx_at_64']:.0%} "
         "(target >= 30%)",
         f"Added p50 latency at concurrency 1: {summary['added_p50_ms_at_1']:.2f} ms "
-        "(target <= 0.8)",
+        "(target <= 0.8); in this run the raw urllib3 proxy adds "
+        f"{summary['urllib3_proxy_added_p50_ms_at_1']:.2f} ms, the bare Django view "
+        f"{summary['django_requests_proxy_added_p50_ms_at_1']:.2f} ms, gunicorn's trivial app "
+        f"{summary['gunicorn_floor_added_p50_ms_at_1']:.2f} ms",
         f"An edit reached every worker in {propagation * 1000:.0f} ms (target <= 1000)",
     ]
     summary["edit_propagation_ms"] = propagation * 1000

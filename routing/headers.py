@@ -91,6 +91,8 @@ def original_client(peer, forwarded_for, trusted_proxies):
 
 def is_trusted(address, networks):
     """Whether an address lies in one of the trusted networks."""
+    if not networks:
+        return False
     try:
         ip = ipaddress.ip_address(address)
     except ValueError:

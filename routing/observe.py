@@ -161,13 +161,13 @@ def format_fields(fields):
     """Return the access-log line: JSON, or key=value pairs (quoted where needed)."""
     if settings.ACCESS_LOG_FORMAT == "json":
         return json.dumps(fields, ensure_ascii=False)
-    return " ".join(f"{key}={kv_value(value)}" for key, value in fields.items())
+    return " ".join([f"{key}={kv_value(value)}" for key, value in fields.items()])
 
 
 def kv_value(value):
     if value is None:
         return "-"
-    if isinstance(value, str) and NEEDS_QUOTES.search(value):
+    if value.__class__ is str and NEEDS_QUOTES.search(value):
         return json.dumps(value, ensure_ascii=False)
     return value
 

@@ -1,5 +1,6 @@
 """Immutable, database-free snapshots of the routing table that requests read."""
 
+import functools
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
@@ -51,9 +52,14 @@ class Route:
     strip_prefix: bool = False
     preserve_host: bool = False
 
-    def __str__(self):
+    @functools.cached_property
+    def label(self):
+        """How logs and pages name the rule: `path rule */mango → mango`."""
         path = "/" + "/".join(self.prefix) if self.kind == "path" else ""
         return f"{self.kind} rule {self.host or '*'}{path} → {self.pool.name}"
+
+    def __str__(self):
+        return self.label
 
 
 @dataclass(frozen=True)

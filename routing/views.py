@@ -54,7 +54,7 @@ def serve(request, host, exchange):
     match = resolve(get_route_table(), host, target[0])
     if match is None:
         return error_response(404)
-    exchange.rule, exchange.pool = str(match.route), match.route.pool.name
+    exchange.rule, exchange.pool = match.route.label, match.route.pool.name
     try:
         return send_to_pool(request, match, client_address(request.META), exchange)
     except NoBackendAvailable:
