@@ -13,10 +13,12 @@ class BalancerHandler(WSGIHandler):
     A request for a backend needs nothing of what Django's handler does
     around a view: no URL resolving, no middleware (Django's security
     machinery guards the balancer's own pages only, DESIGN.md §7), no
-    request_started signal (it resets stale database connections, and a
-    proxied request opens none). It goes to the proxy view at once, as
-    ProxyMiddleware would send it. The balancer's own pages take Django's
-    full way, ProxyMiddleware and the admin-address check included.
+    request signals (they close stale database connections, and a proxied
+    request opens none: the route table is rebuilt off the request path, and
+    only a worker's first request builds it, keeping that one connection).
+    It goes to the proxy view at once, as ProxyMiddleware would send it. The
+    balancer's own pages take Django's full way, ProxyMiddleware and the
+    admin-address check included.
     """
 
     def __call__(self, environ, start_response):
