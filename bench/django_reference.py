@@ -34,11 +34,13 @@ session.trust_env = False
 
 
 def proxy(request, path):
-    upstream = session.get(f"http://{random.choice(BACKENDS)}/{path}")
-    response = HttpResponse(upstream.content, status=upstream.status_code)
+    upstream = session.get(f"http://{random.choice(BACKENDS)}/{path}", stream=True)
+    body = upstream.raw.read(decode_content=False)  # passed on as it came
+    response = HttpResponse(body, status=upstream.status_code)
     for name, value in upstream.headers.items():
         if name.lower() not in HOP_BY_HOP:
             response[name] = value
+    response["Content-Length"] = len(body)
     return response
 
 

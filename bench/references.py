@@ -41,7 +41,7 @@ def urllib3_proxy(environ, start_response):
         preload_content=False,
         retries=False,
     )
-    body = upstream.read()
+    body = upstream.read(decode_content=False)  # passed on as it came
     upstream.release_conn()
     headers = [(k, v) for k, v in upstream.headers.items() if k.lower() not in HOP_BY_HOP]
     start_response(f"{upstream.status} {upstream.reason}", headers)

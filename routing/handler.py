@@ -14,8 +14,8 @@ class BalancerHandler(WSGIHandler):
     around a view: no URL resolving, no middleware (Django's security
     machinery guards the balancer's own pages only, DESIGN.md §7), no
     request signals (they close stale database connections, and a proxied
-    request opens none: the route table is rebuilt off the request path, and
-    only a worker's first request builds it, keeping that one connection).
+    request needs none: the route table is rebuilt off the request path, and
+    a request that has to build it closes its connection itself).
     It goes to the proxy view at once, as ProxyMiddleware would send it. The
     balancer's own pages take Django's full way, ProxyMiddleware and the
     admin-address check included.
@@ -27,5 +27,14 @@ class BalancerHandler(WSGIHandler):
         if wants_own_page(request, host):
             return super().__call__(environ, start_response)
         response = proxy_view(request, host)
-        start_response(f"{response.status_code} {response.reason_phrase}", list(response.items()))
+        try:
+            start_response(
+                f"{response.status_code} {response.reason_phrase}", list(response.items())
+            )
+        except BaseException:
+            # The server refused the status or headers: the response is never
+            # iterated, so release the backend connection and finish the
+            # exchange here.
+            response.close()
+            raise
         return response

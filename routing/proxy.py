@@ -43,31 +43,38 @@ class MalformedResponseHeader(http.client.HTTPException):
     """A backend's header line is not `name: value` (RFC 9112 §5), or is folded."""
 
 
+def header_lines(fp):
+    """Yield the lines of a header block, up to the empty line, within http.client's limits."""
+    for count in range(http.client._MAXHEADERS + 1):
+        line = fp.readline(http.client._MAXLINE + 1)
+        if len(line) > http.client._MAXLINE:
+            raise http.client.LineTooLong("header line")
+        if line in (b"\r\n", b"\n", b""):
+            return
+        if count == http.client._MAXHEADERS:
+            raise http.client.HTTPException(f"more than {http.client._MAXHEADERS} headers")
+        yield line
+
+
 def read_response_headers(fp):
     """Read a header block into an HTTPMessage, strictly and without the email parser.
 
     http.client hands header blocks to the email package, which is slow and
     lenient: a line that is no header silently ends the block, and whatever
     follows (a Content-Length, say) is lost. Here such a line, a name that is
-    no token (`X-A : b`) and obsolete line folding are errors: the proxy
-    answers 502 rather than forward a response it cannot frame (RFC 9112
-    §5.1, §5.2). Values are checked when the headers are passed on.
+    no token and obsolete line folding are errors: the proxy answers 502
+    rather than forward a response it cannot frame (RFC 9112 §5.2 allows it
+    for folding). Whitespace between a name and its colon is removed, as
+    RFC 9112 §5.1 asks of a proxy. Values are checked when they are passed on.
     """
     message = http.client.HTTPMessage()
-    lines = 0
-    while True:
-        line = fp.readline(http.client._MAXLINE + 1)
-        if len(line) > http.client._MAXLINE:
-            raise http.client.LineTooLong("header line")
-        if line in (b"\r\n", b"\n", b""):
-            return message
-        lines += 1
-        if lines > http.client._MAXHEADERS:
-            raise http.client.HTTPException(f"more than {http.client._MAXHEADERS} headers")
+    for line in header_lines(fp):
         name, colon, value = line.decode("iso-8859-1").partition(":")
+        name = name.rstrip(" \t")
         if not colon or not headers.TOKEN_RE.fullmatch(name):
             raise MalformedResponseHeader(f"header line {line[:80]!r}")
         message[name] = value.strip(" \t\r\n")
+    return message
 
 
 class FinalResponse(http.client.HTTPResponse):
@@ -87,7 +94,8 @@ class FinalResponse(http.client.HTTPResponse):
             version, status, reason = self._read_status()
             if not 100 <= status < 200 or status == 101:
                 break
-            read_response_headers(self.fp)  # an interim answer's headers
+            for _line in header_lines(self.fp):  # an interim answer's headers: unused
+                pass
         self.code = self.status = status
         self.reason = reason.strip()
         if version in ("HTTP/1.0", "HTTP/0.9"):
@@ -372,8 +380,8 @@ class ProxiedResponse(StreamingHttpResponse):
         """Close the backend's body and finish the exchange, without request_finished.
 
         Django's request_finished closes stale database connections after a
-        request; a proxied request opens none (see handler.py), and the
-        signal's receivers cost more than resolving the route does.
+        request; a proxied request leaves none open (see handler.py), and
+        the signal's receivers cost more than resolving the route does.
         """
         for closer in self._resource_closers:
             try:
@@ -405,7 +413,10 @@ def client_response(upstream, request, match, backend, on_close=None):
 
 def via_from(upstream):
     """Return the response's Via: the backend's own hops, then this balancer."""
-    previous = ", ".join(upstream.raw.headers.getlist("Via"))
+    hops = upstream.raw.headers.getlist("Via")
+    if not all(headers.FIELD_VALUE_RE.fullmatch(hop) for hop in hops):
+        raise InvalidUpstreamResponse("malformed Via")
+    previous = ", ".join(hops)
     version = "1.0" if upstream.raw.version == 10 else "1.1"
     return headers.with_via(previous, f"HTTP/{version}", settings.VIA_PSEUDONYM)
 
@@ -444,6 +455,6 @@ def forward(request, match, backend, on_close=None):
         raise requests.ConnectionError(error) from error
     try:
         return client_response(upstream, request, match, backend, on_close)
-    except InvalidUpstreamResponse:
-        upstream.close()
+    except BaseException:
+        upstream.close()  # never back to the pool half read
         raise

@@ -86,10 +86,24 @@ def get_route_table():
     table = _table
     if table is None:
         with _lock:
-            # Another thread may have built it while this one waited.
-            table = _table if _table is not None else _build_and_install()
+            table = _table  # another thread may have built it while this one waited
+            if table is None:
+                table = _build_and_install()
+                release_connection()
     ensure_refresher()
     return table
+
+
+def release_connection():
+    """Close this thread's database connection the way Django does after a request.
+
+    Proxied requests skip Django's request signals (handler.py), so a request
+    thread that had to build the table (a worker's first request, or the
+    first after an edit made in this process) tidies up itself, honouring
+    CONN_MAX_AGE. A connection inside a transaction (a test's) is left alone.
+    """
+    if not connection.in_atomic_block:
+        close_old_connections()
 
 
 def refresh_route_table():

@@ -53,8 +53,15 @@ RAW_ANSWERS = {
     # A line that is no header would end the block for a lenient parser, and
     # lose the Content-Length after it; so would a space before the colon.
     "no-colon": b"HTTP/1.1 200 OK\r\nX-Not-A-Header\r\nContent-Length: 2\r\n\r\nok",
-    "space-before-colon": b"HTTP/1.1 200 OK\r\nX-Spaced : a\r\nContent-Length: 2\r\n\r\nok",
     "folded": b"HTTP/1.1 200 OK\r\nX-Folded: a\r\n b\r\nContent-Length: 2\r\n\r\nok",
+    # The backend's Via is passed on with the balancer's hop added: checked too.
+    "bad-via": b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nVia: 1.1 a\x01b\r\n\r\nok",
+    "cr-in-via": b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nVia: 1.1 a\rb\r\n\r\nok",
+    # RFC 9112 §5.1: a proxy removes whitespace between a field name and its colon.
+    "space-before-colon": b"HTTP/1.1 200 OK\r\nX-Spaced : a\r\nContent-Length: 2\r\n\r\nok",
+    # An interim answer's headers are skipped, whatever their shape.
+    "folded-hints": b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>;\r\n rel=preload\r\n\r\n"
+    b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfinal",
     "hop-by-hop": b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: X-Internal\r\n"
     b"X-Internal: secret\r\nKeep-Alive: timeout=5\r\nProxy-Authenticate: Basic\r\n"
     b"Upgrade: h2c\r\nTrailer: X-T\r\nDate: Mon, 01 Jan 2001 00:00:00 GMT\r\n"
@@ -577,14 +584,16 @@ def test_missing_or_malformed_host_gets_400(bed, host_line):
         "two-lengths",
         "bad-header",
         "no-colon",
-        "space-before-colon",
         "folded",
+        "bad-via",
+        "cr-in-via",
         "reset-early",
     ],
 )
 def test_broken_answer_before_the_body_gets_502(bed, backend):
     response, data = send(bed, "GET", "/", [("Host", f"{backend}.test")])
     assert (response.status, data) == (502, b"Bad Gateway")
+    assert in_flight(bed) == 0
 
 
 @pytest.mark.parametrize("backend", ["truncated", "reset-mid"])
@@ -707,6 +716,10 @@ def test_odd_backend_answers_pass_without_a_500(bed):
     assert (moved.status, moved.getheader("Location")) == (302, "http://127.0.0.1:1\t2/x")
     odd, data = send(bed, "GET", "/", [("Host", "bad-reason.test")])
     assert (odd.status, odd.reason, data) == (200, "OK", b"ok")
+    spaced, data = send(bed, "GET", "/", [("Host", "space-before-colon.test")])
+    assert (spaced.status, spaced.getheader("X-Spaced"), data) == (200, "a", b"ok")
+    hints, data = send(bed, "GET", "/", [("Host", "folded-hints.test")])
+    assert (hints.status, data) == (200, b"final")
     assert in_flight(bed) == 0
 
 

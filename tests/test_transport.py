@@ -38,9 +38,13 @@ def test_a_bare_newline_or_the_end_of_the_stream_ends_the_block(block):
     assert parse(block).items() == [("X-A", "1")]
 
 
+def test_whitespace_before_the_colon_is_removed():
+    assert parse(b"X-Spaced \t: a\r\n\r\n").items() == [("X-Spaced", "a")]
+
+
 @pytest.mark.parametrize(
     "line",
-    [b"X-Not-A-Header", b"X-Spaced : a", b"Bad Name: a", b": no name", b"\tfolded"],
+    [b"X-Not-A-Header", b"Bad Name: a", b": no name", b" : a", b"\tfolded"],
 )
 def test_a_line_that_is_no_header_is_refused(line):
     with pytest.raises(MalformedResponseHeader):

@@ -1,0 +1,104 @@
+"""The WSGI application of `gunicorn lbsite.wsgi`, called the way a WSGI server calls it."""
+
+import io
+import sys
+
+import pytest
+
+from lbsite.wsgi import application
+from routing import table
+from routing.balancer import pool_state
+from routing.models import Pool
+from routing.observe import render_metrics
+from routing.table import get_route_table
+
+from .conftest import metric
+
+
+def environ(path, host="localhost"):
+    return {
+        "REQUEST_METHOD": "GET",
+        "SCRIPT_NAME": "",
+        "PATH_INFO": path,
+        "QUERY_STRING": "",
+        "RAW_URI": path,
+        "SERVER_PROTOCOL": "HTTP/1.1",
+        "SERVER_NAME": "127.0.0.1",
+        "SERVER_PORT": "8000",
+        "REMOTE_ADDR": "127.0.0.1",
+        "HTTP_HOST": host,
+        "wsgi.input": io.BytesIO(b""),
+        "wsgi.url_scheme": "http",
+        "wsgi.errors": sys.stderr,
+    }
+
+
+def call(path, host="localhost"):
+    """Call the application; return (status, headers, body) once it is closed."""
+    seen = {}
+
+    def start_response(status, headers, exc_info=None):
+        seen.update(status=status, headers=headers)
+
+    body = application(environ(path, host), start_response)
+    try:
+        return seen["status"], seen["headers"], b"".join(body)
+    finally:
+        body.close()
+
+
+def nothing_in_flight():
+    gauge = metric(render_metrics(get_route_table)[0].decode(), "lb_requests_in_flight")
+    backends = [n for pool in Pool.objects.all() for n in pool_state(pool.id).in_flight.values()]
+    return gauge == 0 and not any(backends)
+
+
+@pytest.mark.django_db
+@pytest.mark.usefixtures("fruit_routes")
+def test_proxied_traffic_and_own_pages_both_answer():
+    status, headers, body = call("/mango")
+    assert (status, body) == ("200 OK", b"This is the mango application.")
+    assert "X-Frame-Options" not in dict(headers)
+    status, headers, _body = call("/admin/login/")
+    assert status == "200 OK"
+    assert dict(headers)["X-Frame-Options"] == "DENY"
+    status, _headers, body = call("/nowhere")
+    assert (status, body) == ("404 Not Found", b"Not Found")
+
+
+@pytest.mark.django_db
+@pytest.mark.usefixtures("fruit_routes")
+def test_a_refused_status_line_still_releases_the_backend_and_the_counts():
+    def refusing(status, headers, exc_info=None):
+        raise ValueError("the server refused the headers")
+
+    with pytest.raises(ValueError):
+        application(environ("/mango"), refusing)
+    assert nothing_in_flight()
+    # The connection went back neither half read nor stuck: the next request is served.
+    assert call("/mango")[2] == b"This is the mango application."
+
+
+class CloseRecorder:
+    def __init__(self):
+        self.calls = 0
+
+    def __call__(self):
+        self.calls += 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_request_that_builds_the_table_closes_its_connection(monkeypatch):
+    recorder = CloseRecorder()
+    monkeypatch.setattr(table, "close_old_connections", recorder)
+    get_route_table()
+    get_route_table()  # warm: no database at all
+    assert recorder.calls == 1
+
+
+@pytest.mark.django_db
+def test_a_connection_inside_a_transaction_is_left_alone(monkeypatch):
+    recorder = CloseRecorder()
+    monkeypatch.setattr(table, "close_old_connections", recorder)
+    get_route_table()
+    assert recorder.calls == 0
