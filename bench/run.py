@@ -4,11 +4,13 @@ Starts two demo backends, the balancer exactly as production runs it
 (`gunicorn lbsite.wsgi` with gunicorn.conf.py, access log and metrics on),
 and nginx as a reference reverse proxy; runs bounded wrk runs at concurrency
 1, 8 and 64 against a backend directly, the balancer by host rule, the
-balancer by path rule, and nginx. Then, at concurrency 8, it measures the
-CPU per request of three references under the same gunicorn settings
-(bench/references.py): a trivial app, a raw urllib3 proxy and a bare Django
-view with requests. It prints one table and writes it as JSON under
-bench/results/. Then runs the route-resolution micro-benchmark.
+balancer by path rule, and nginx. Three references run under the same
+gunicorn settings (bench/references.py): a trivial app, a raw urllib3 proxy
+and a bare Django view with requests; they are measured at concurrency 1,
+then at concurrency 8 taking turns with the balancer for three rounds, and
+the CPU figures are the medians of those rounds. It prints one table and
+writes it as JSON under bench/results/. `make bench` then runs the
+route-resolution micro-benchmark.
 """
 
 import json
@@ -17,6 +19,7 @@ import re
 import secrets
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -32,7 +35,9 @@ GUNICORN = str(Path(sys.executable).parent / "gunicorn")
 DURATION = int(os.environ.get("BENCH_DURATION", "10"))
 CONCURRENCIES = (1, 8, 64)
 CPU_CONCURRENCY = 8  # the concurrency at which CPU per request is compared
-REFERENCE_CONCURRENCIES = (1, CPU_CONCURRENCY)  # latency at 1, CPU at 8
+# The balancer and the references take turns, round after round, so that a
+# slow spell of the machine weighs on all of them; medians are reported.
+CPU_ROUNDS = 3
 # Apps run under the balancer's own gunicorn settings, to put its cost in proportion.
 REFERENCES = {
     "gunicorn_floor": "bench.references:hello",
@@ -258,12 +263,21 @@ def main():
             for name, (url, host, pid) in cases.items():
                 results[f"{name}@{concurrency}"] = wrk(url, host, concurrency, pid)
                 print(f"  {name} at concurrency {concurrency}: done", flush=True)
-        for concurrency in REFERENCE_CONCURRENCIES:
-            for name, (url, host, pid) in references.items():
-                results[f"{name}@{concurrency}"] = wrk(url, host, concurrency, pid)
-                print(f"  reference {name} at concurrency {concurrency}: done", flush=True)
+        for name, (url, host, pid) in references.items():
+            results[f"{name}@1"] = wrk(url, host, 1, pid)
+            print(f"  reference {name} at concurrency 1: done", flush=True)
+        rounds = []
+        for number in range(CPU_ROUNDS):
+            contenders = {"balancer_host_rule": cases["balancer_host_rule"], **references}
+            rounds.append(
+                {
+                    name: wrk(url, host, CPU_CONCURRENCY, pid)
+                    for name, (url, host, pid) in contenders.items()
+                }
+            )
+            print(f"  CPU round {number + 1} of {CPU_ROUNDS}: done", flush=True)
         propagation = measure_propagation(env, home, balancer_port)
-        report(results, propagation)
+        report(results, rounds, propagation)
     finally:
         for process in reversed(processes):
             process.terminate()
@@ -301,7 +315,7 @@ def measure_propagation(env, home, port):
             raise SystemExit("the edit did not reach every worker in 30 s")
 
 
-def report(results, propagation):
+def report(results, rounds, propagation):
     lines = [
         f"Load balancer benchmark, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, "
         f"{DURATION} s per run, {os.cpu_count()} cores shared by wrk, the backends and the "
@@ -326,25 +340,35 @@ def report(results, propagation):
                 f"{run['rps_vs_nginx']:>10.2f}{run['rps_vs_direct']:>10.2f}{run['errors']:>8}"
             )
     lines += ["", "References, each under the balancer's gunicorn settings:"]
-    for concurrency in REFERENCE_CONCURRENCIES:
-        for name in REFERENCES:
-            run = results[f"{name}@{concurrency}"]
-            run["added_p50_ms"] = run["p50_ms"] - results[f"direct@{concurrency}"]["p50_ms"]
-            lines.append(
-                f"{name:<22}{concurrency:>5}{run['rps']:>10.0f}{run['p50_ms']:>9.2f}"
-                f"{run['p99_ms']:>9.2f}{run['cpu_ms_per_request']:>12.3f}{'':>20}"
-                f"{run['errors']:>8}"
-            )
+    for name in REFERENCES:
+        run = results[f"{name}@1"]
+        run["added_p50_ms"] = run["p50_ms"] - results["direct@1"]["p50_ms"]
+        lines.append(
+            f"{name:<22}{1:>5}{run['rps']:>10.0f}{run['p50_ms']:>9.2f}"
+            f"{run['p99_ms']:>9.2f}{run['cpu_ms_per_request']:>12.3f}{'':>20}{run['errors']:>8}"
+        )
     host = "balancer_host_rule"
-    cpu = results[f"{host}@{CPU_CONCURRENCY}"]["cpu_ms_per_request"]
-    reference_cpu = {
-        name: results[f"{name}@{CPU_CONCURRENCY}"]["cpu_ms_per_request"] for name in REFERENCES
+    names = [host, *REFERENCES]
+    lines += [
+        "",
+        f"CPU ms per request at concurrency {CPU_CONCURRENCY}, {CPU_ROUNDS} rounds taking turns:",
+        "".join(f"{name:>24}" for name in names),
+        *("".join(f"{run[name]['cpu_ms_per_request']:>24.3f}" for name in names) for run in rounds),
+    ]
+    cpu = {
+        name: statistics.median(run[name]["cpu_ms_per_request"] for run in rounds) for name in names
     }
+
+    def ratio_to(reference):
+        return statistics.median(
+            run[host]["cpu_ms_per_request"] / run[reference]["cpu_ms_per_request"] for run in rounds
+        )
+
     summary = {
-        "cpu_ms_per_request": cpu,
-        **{f"{name}_cpu_ms_per_request": value for name, value in reference_cpu.items()},
-        "cpu_vs_urllib3_proxy": cpu / reference_cpu["urllib3_proxy"],
-        "cpu_vs_django_requests_proxy": cpu / reference_cpu["django_requests_proxy"],
+        "cpu_ms_per_request": cpu[host],
+        **{f"{name}_cpu_ms_per_request": cpu[name] for name in REFERENCES},
+        "cpu_vs_urllib3_proxy": ratio_to("urllib3_proxy"),
+        "cpu_vs_django_requests_proxy": ratio_to("django_requests_proxy"),
         "throughput_vs_nginx_at_64": results[f"{host}@64"]["rps_vs_nginx"],
         "added_p50_ms_at_1": results[f"{host}@1"]["added_p50_ms"],
         **{
@@ -353,14 +377,13 @@ def report(results, propagation):
     }
     lines += [
         "",
-        f"Balancer CPU per proxied GET (concurrency {CPU_CONCURRENCY}): {cpu:.3f} ms "
-        "(target <= 0.5 on the machine where a raw urllib3 proxy costs 0.5 and a bare "
-        "Django view with requests 0.75-1.0)",
-        f"  in this run: {summary['cpu_vs_urllib3_proxy']:.2f}x the raw urllib3 proxy "
-        f"({reference_cpu['urllib3_proxy']:.3f} ms), "
-        f"{summary['cpu_vs_django_requests_proxy']:.2f}x the bare Django view with requests "
-        f"({reference_cpu['django_requests_proxy']:.3f} ms); gunicorn's own floor, a trivial "
-        f"app, {reference_cpu['gunicorn_floor']:.3f} ms",
+        f"Balancer CPU per proxied GET (concurrency {CPU_CONCURRENCY}, median of "
+        f"{CPU_ROUNDS} rounds): {cpu[host]:.3f} ms (target <= 0.5 on the machine where a raw "
+        "urllib3 proxy costs 0.5 and a bare Django view with requests 0.75-1.0)",
+        f"  median ratios in this run: {summary['cpu_vs_urllib3_proxy']:.2f}x the raw urllib3 "
+        f"proxy ({cpu['urllib3_proxy']:.3f} ms), {summary['cpu_vs_django_requests_proxy']:.2f}x "
+        f"the bare Django view with requests ({cpu['django_requests_proxy']:.3f} ms); "
+        f"gunicorn's own floor, a trivial app, {cpu['gunicorn_floor']:.3f} ms",
         f"Throughput vs nginx at concurrency 64: {summary['throughput_vs_nginx_at_64']:.0%} "
         "(target >= 30%)",
         f"Added p50 latency at concurrency 1: {summary['added_p50_ms_at_1']:.2f} ms "
@@ -376,7 +399,13 @@ def report(results, propagation):
     path = RESULTS / f"proxy-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json"
     path.write_text(
         json.dumps(
-            {"duration_s": DURATION, "cores": os.cpu_count(), "runs": results, "summary": summary},
+            {
+                "duration_s": DURATION,
+                "cores": os.cpu_count(),
+                "runs": results,
+                "cpu_rounds": rounds,
+                "summary": summary,
+            },
             indent=2,
         )
     )
