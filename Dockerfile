@@ -1,12 +1,15 @@
 # One image for the balancer and the demo backends; the command picks which.
 #   balancer (default): gunicorn lbsite.wsgi --bind 0.0.0.0:8000
+#                       (traffic; the admin listens on ADMIN_BIND, 0.0.0.0:8001:
+#                       publish it to trusted networks only)
 #   demo backend:       APP=mango gunicorn backend_app.wsgi --bind 0.0.0.0:8081
 FROM python:3.11.14-slim-bookworm
 
 ENV PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    DATABASE_URL=sqlite:////data/db.sqlite3
+    DATABASE_URL=sqlite:////data/db.sqlite3 \
+    ADMIN_BIND=0.0.0.0:8001
 
 WORKDIR /app
 
@@ -32,6 +35,6 @@ RUN SECRET_KEY=build-only-not-used-at-runtime \
 # Numeric, so Kubernetes' runAsNonRoot can verify it (user "app" above).
 USER 10001:10001
 
-EXPOSE 8000
+EXPOSE 8000 8001
 
 CMD ["gunicorn", "lbsite.wsgi", "--bind", "0.0.0.0:8000"]

@@ -26,12 +26,13 @@ chromium:
 .env:
 	$(PYTHON) -c "import secrets; print('SECRET_KEY=' + secrets.token_urlsafe(50))" > $@
 
-## run: the balancer on :8000 and the four demo backends, with the demo routes
+## run: the balancer (traffic :8000, admin :8001) and four demo backends, with the demo routes
 run: $(BIN)/.installed .env
 	honcho run python manage.py migrate --noinput
 	honcho run python manage.py load_demo_routes
 	honcho run python manage.py ensure_admin
 	honcho run python manage.py collectstatic --noinput --verbosity 0
+	@echo "Traffic: http://127.0.0.1:8000/    Admin: http://127.0.0.1:8001/admin/"
 	honcho start
 
 ## test: lint, then the whole test suite

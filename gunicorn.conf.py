@@ -1,13 +1,18 @@
 """gunicorn settings, read by `gunicorn lbsite.wsgi` from the project root.
 
 The demo backends (`gunicorn backend_app.wsgi -b ...`) are started from the
-same directory and read this file too: nothing here is specific to the
-balancer, and their command-line flags override it.
+same directory and read this file too: the settings suit them as well, their
+command-line flags override them, and the hooks act for the balancer only.
 """
 
 import ipaddress
 import os
 import tempfile
+
+from gunicorn import sock
+from gunicorn.util import parse_address
+
+from lbsite import listeners
 
 # Threaded workers: a slow client or a slow backend holds a thread, not a
 # whole process, and connections to clients and backends are kept alive.
@@ -36,15 +41,83 @@ forwarded_allow_ips = ",".join(
 )
 
 
-# prometheus-client's multiprocess mode, for the balancer only: every worker
-# writes its metrics to files in one directory, which /metrics adds up.
 BALANCER_APP = "lbsite.wsgi"
 
 
 def on_starting(server):
-    """Give the balancer's workers an empty metrics directory before they start."""
+    """Check the admin listener's address and give the workers an empty metrics directory."""
     if server.app.app_uri != BALANCER_APP:
         return  # a demo backend started from here: not its business
+    check_admin_bind(list(server.cfg.bind))
+    prepare_metrics_directory()
+
+
+def check_admin_bind(traffic):
+    """Refuse an ADMIN_BIND that requests on the traffic binds could be mistaken for.
+
+    A request's listener is told by its port, so a traffic bind on the
+    admin's port, or on a Unix socket (where gunicorn takes SERVER_PORT from
+    the client's Host header), would serve the admin to traffic. gunicorn
+    ignores address binds as soon as one bind is an inherited socket, so the
+    two must be of one kind.
+    """
+    bind = listeners.admin_bind()
+    if bind is None:
+        return
+    traffic_ports = {listeners.port_of(address) for address in traffic}
+    if None in traffic_ports:
+        raise SystemExit(
+            f"The traffic bind {', '.join(traffic)} is a Unix socket, on which requests "
+            "cannot be told from the admin listener's: set ADMIN_BIND=off there and run "
+            "the admin from a second gunicorn on a TCP port."
+        )
+    if listeners.port_of(bind) in traffic_ports:
+        raise SystemExit(
+            f"ADMIN_BIND {bind} shares port {listeners.port_of(bind)} with the traffic bind "
+            f"{', '.join(traffic)}: give the admin a port of its own (or ADMIN_BIND=off)."
+        )
+    if len({address.startswith("fd://") for address in [*traffic, bind]}) > 1:
+        raise SystemExit(
+            f"ADMIN_BIND {bind} and the traffic bind {', '.join(traffic)} must both be "
+            "HOST:PORT addresses or both fd://N sockets."
+        )
+
+
+def when_ready(server):
+    """Open the admin listener (ADMIN_BIND) beside gunicorn's binds, before any worker starts.
+
+    It is added to gunicorn's listeners, not to its binds: a reload (SIGHUP)
+    reads the binds afresh, and would close and fail to reopen them all if
+    they changed.
+    """
+    if server.app.app_uri != BALANCER_APP or (bind := listeners.admin_bind()) is None:
+        return
+    port = listeners.port_of(bind)
+    os.environ[listeners.ADMIN_PORT_VARIABLE] = str(port)
+    if port in {listener.sock.getsockname()[1] for listener in server.LISTENERS}:
+        return  # inherited from the old master on an upgrade (SIGUSR2)
+    admin = sock.create_sockets(OnlyAddresses(server.cfg, [parse_address(bind)]), server.log)
+    server.LISTENERS.extend(admin)
+    server.log.info("Admin listener at: %s", ",".join(map(str, admin)))
+
+
+class OnlyAddresses:
+    """gunicorn's settings, with only the given addresses to listen on."""
+
+    def __init__(self, cfg, address):
+        self.cfg = cfg
+        self.address = address
+
+    def __getattr__(self, name):
+        return getattr(self.cfg, name)
+
+
+def prepare_metrics_directory():
+    """Give prometheus-client's multiprocess mode an empty directory for this run.
+
+    Every worker writes its metrics to files in one directory, which
+    /metrics adds up.
+    """
     directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     if not directory:
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="lb-metrics-")

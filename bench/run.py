@@ -210,13 +210,15 @@ def main():
                 check=True,
                 stdout=subprocess.DEVNULL,
             )
-        balancer_port = free_port()
+        balancer_port, admin_port = free_port(), free_port()
         balancer_log = open(home / "balancer.log", "w")  # noqa: SIM115
         balancer = start(
-            [GUNICORN, "lbsite.wsgi", "-b", f"127.0.0.1:{balancer_port}"], env, log=balancer_log
+            [GUNICORN, "lbsite.wsgi", "-b", f"127.0.0.1:{balancer_port}"],
+            {**env, "ADMIN_BIND": f"127.0.0.1:{admin_port}"},
+            log=balancer_log,
         )
         processes.append(balancer)
-        wait_for(f"http://127.0.0.1:{balancer_port}/healthz")
+        wait_for(f"http://127.0.0.1:{admin_port}/healthz")
 
         nginx_port = free_port()
         for folder in ("body", "proxy", "fastcgi", "uwsgi", "scgi"):

@@ -7,6 +7,8 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
+from lbsite import listeners
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 TRUE_WORDS = {"1", "true", "yes", "on"}
@@ -34,13 +36,16 @@ if not SECRET_KEY:
         )
     SECRET_KEY = "insecure-development-key-used-only-with-DEBUG"
 
-# Hosts that reach the balancer's own pages (admin, static files, liveness).
-# Requests for any other host are routed by the rules in the database.
-ADMIN_HOSTS = env_list("ADMIN_HOSTS", "localhost,127.0.0.1")
+# The balancer listens twice: traffic on gunicorn's bind, where every request
+# is routed whatever its Host, and its own pages (admin, static files,
+# /metrics, /healthz) on ADMIN_BIND alone (None: no admin listener). Nothing
+# a backend serves ever shares an origin with the admin.
+ADMIN_BIND = listeners.admin_bind()
 
-# Django checks the Host header only on the balancer's own pages, which are
-# served for the admin hosts alone; proxied traffic never calls get_host(),
-# so unknown hosts are answered by the routing rules (404), not with a 400.
+# The Host names the admin listener answers to (a guard against DNS
+# rebinding); proxied traffic never calls get_host(), so its hosts are the
+# routing rules' business.
+ADMIN_HOSTS = env_list("ADMIN_HOSTS", "localhost,127.0.0.1")
 ALLOWED_HOSTS = ADMIN_HOSTS
 
 # How often each worker checks whether the routing rules changed (seconds).
@@ -61,13 +66,9 @@ TRUSTED_PROXIES = [
     ipaddress.ip_network(network, strict=False) for network in env_list("TRUSTED_PROXIES", "")
 ]
 
-# First path segments of the balancer's own pages; on the admin hosts they
-# shadow the rules. STATIC_URL below lives under "static".
-BALANCER_PAGES = frozenset({"admin", "healthz", "metrics", "static"})
-
-# The Host header is the client's to choose: optionally, the balancer's own
-# pages (admin, metrics) answer only clients in these networks (CIDRs).
-# Empty: any client. /healthz always answers, for probes.
+# Optionally, the admin listener answers only clients in these networks
+# (CIDRs): the peer, or the client a trusted proxy reports. Empty: any
+# client. /healthz always answers, for probes.
 ADMIN_ALLOWED_NETWORKS = [
     ipaddress.ip_network(network, strict=False)
     for network in env_list("ADMIN_ALLOWED_NETWORKS", "")
@@ -84,9 +85,10 @@ if ACCESS_LOG_FORMAT not in ("kv", "json"):
 # system check warns about pools whose retries could outlast it.
 GRACEFUL_TIMEOUT = int(os.environ.get("GRACEFUL_TIMEOUT", "30"))
 
-# The admin behind HTTPS (TLS terminated by gunicorn or by a proxy in front).
-# These guard the balancer's own pages only: proxied traffic never passes
-# Django's security middleware.
+# The admin behind HTTPS (TLS terminated by gunicorn or by a proxy in front;
+# gunicorn believes a proxy's X-Forwarded-Proto only from TRUSTED_PROXIES).
+# These guard the admin listener only: proxied traffic never passes Django's
+# security middleware.
 SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE")
 CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE")
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", "")
@@ -94,14 +96,11 @@ SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT")
 SECURE_HSTS_SECONDS = int(os.environ.get("SECURE_HSTS_SECONDS", "0"))
 SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS")
 SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD")
-if env_bool("SECURE_PROXY_SSL_HEADER"):
-    # Only behind a proxy that sets X-Forwarded-Proto itself (TRUSTED_PROXIES).
-    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 SILENCED_SYSTEM_CHECKS = [
     # security.W008 asks for SECURE_SSL_REDIRECT. It can only ever apply to the
-    # admin (proxied traffic never passes the security middleware), and the
-    # balancer often listens on plain HTTP behind TLS termination; set
-    # SECURE_SSL_REDIRECT=1 where the admin is reached over HTTPS.
+    # admin listener (proxied traffic never passes the security middleware),
+    # which often listens on plain HTTP on loopback or behind TLS termination;
+    # set SECURE_SSL_REDIRECT=1 where the admin is reached over HTTPS.
     "security.W008",
 ]
 
@@ -119,8 +118,9 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     # First, so that proxied traffic skips everything below: Django's security
-    # machinery guards the balancer's own pages only (DESIGN.md §7).
-    "routing.middleware.ProxyMiddleware",
+    # machinery guards the admin listener only (docs/architecture.md, "Two
+    # listeners"), and the admin listener's own checks come before the rest.
+    "routing.middleware.ListenerMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -181,10 +181,13 @@ STORAGES = {
     },
 }
 
-# The admin's cookies have names of their own, so they never collide with
-# the cookies of the sites behind the balancer.
+# Cookies are not kept apart by port: the admin's have names of their own, so
+# they never collide with the cookies of the sites behind the balancer (which
+# never receive them, and cannot set them), and script on a backend's page,
+# same-site with the admin, cannot read them.
 SESSION_COOKIE_NAME = "lb_sessionid"
 CSRF_COOKIE_NAME = "lb_csrftoken"
+CSRF_COOKIE_HTTPONLY = True
 
 
 def has_traceback(record):

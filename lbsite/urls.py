@@ -1,4 +1,8 @@
-"""The balancer's own pages, served only for the admin hosts (see ProxyMiddleware)."""
+"""The pages of the admin listener (ADMIN_BIND); traffic never reaches them.
+
+/healthz, the liveness URL, is answered by routing.middleware before any
+check of Host or client address, for probes.
+"""
 
 from django.contrib import admin
 from django.http import HttpResponse
@@ -7,11 +11,6 @@ from django.urls import path
 from routing.admin_views import explain_route_view, routing_table_view
 from routing.observe import render_metrics
 from routing.table import get_route_table
-
-
-def healthz(request):
-    """Answer liveness probes: the balancer process is up."""
-    return HttpResponse("OK", content_type="text/plain; charset=utf-8")
 
 
 def metrics(request):
@@ -24,6 +23,5 @@ urlpatterns = [
     path("admin/routing/explain/", admin.site.admin_view(explain_route_view), name="explain"),
     path("admin/routing/table/", admin.site.admin_view(routing_table_view), name="route-table"),
     path("admin/", admin.site.urls),
-    path("healthz", healthz, name="healthz"),
     path("metrics", metrics, name="metrics"),
 ]

@@ -1,8 +1,8 @@
-"""The WSGI application: proxied traffic goes straight to the proxy view."""
+"""The WSGI application: traffic goes straight to the proxy view, the admin listener to Django."""
 
 from django.core.handlers.wsgi import WSGIHandler, WSGIRequest
 
-from .middleware import wants_own_page
+from .middleware import is_admin_listener
 from .resolver import normalise_host
 from .views import proxy_view
 
@@ -10,23 +10,21 @@ from .views import proxy_view
 class BalancerHandler(WSGIHandler):
     """Django's WSGI handler, with a short way for the traffic it proxies.
 
-    A request for a backend needs nothing of what Django's handler does
-    around a view: no URL resolving, no middleware (Django's security
-    machinery guards the balancer's own pages only, DESIGN.md §7), no
-    request signals (they close stale database connections, and a proxied
-    request needs none: the route table is rebuilt off the request path, and
-    a request that has to build it closes its connection itself).
-    It goes to the proxy view at once, as ProxyMiddleware would send it. The
-    balancer's own pages take Django's full way, ProxyMiddleware and the
-    admin-address check included.
+    A request on the traffic listener needs nothing of what Django's handler
+    does around a view: no URL resolving, no middleware (Django's security
+    machinery guards the admin listener only), no request signals (they
+    close stale database connections, and a proxied request needs none: the
+    route table is rebuilt off the request path, and a request that has to
+    build it closes its connection itself). It goes to the proxy view at
+    once, as ListenerMiddleware would send it. Requests on the admin
+    listener take Django's full way, ListenerMiddleware's checks included.
     """
 
     def __call__(self, environ, start_response):
-        request = WSGIRequest(environ)
-        host = normalise_host(environ.get("HTTP_HOST"))
-        if wants_own_page(request, host):
+        if is_admin_listener(environ):
             return super().__call__(environ, start_response)
-        response = proxy_view(request, host)
+        request = WSGIRequest(environ)
+        response = proxy_view(request, normalise_host(environ.get("HTTP_HOST")))
         try:
             start_response(
                 f"{response.status_code} {response.reason_phrase}", list(response.items())

@@ -1,51 +1,79 @@
-"""Send every request that is not for the balancer's own pages to the proxy view."""
+"""Send traffic to the proxy view; guard the admin listener before Django's own middleware."""
+
+import functools
+import logging
 
 from django.conf import settings
-from django.http import HttpResponseForbidden
+from django.core.exceptions import DisallowedHost
+from django.http import HttpResponse
+
+from lbsite import listeners
 
 from .headers import is_trusted
-from .proxy import raw_target
-from .resolver import normalise_host, path_segments, split_target
-from .views import proxy_view
+from .proxy import client_address
+from .resolver import normalise_host
+from .views import error_response, proxy_view
+
+logger = logging.getLogger(__name__)
+
+LIVENESS_PATH = "/healthz"
 
 
-def wants_own_page(request, host):
-    """Whether a request is for the balancer's own pages, which exist for the admin hosts only."""
-    return host in settings.ADMIN_HOSTS and is_balancer_page(request)
+def is_admin_listener(environ):
+    """Whether a request came in on the admin listener (ADMIN_BIND), told by its port.
 
-
-def is_balancer_page(request):
-    """Whether the request's path is under one of the balancer's own pages.
-
-    The raw target is read as the resolver reads it (decoded, dot segments
-    removed): "/admin/../x" is routed, and "/x/../admin/" never reaches a backend.
+    gunicorn sets SERVER_PORT from the listening socket, and so does
+    runserver; Django's test client reaches the admin with SERVER_PORT set.
     """
-    target = split_target(raw_target(request))
-    return target is not None and path_segments(target[0])[0][1] in settings.BALANCER_PAGES
+    return settings.ADMIN_BIND is not None and environ.get("SERVER_PORT") == admin_port()
 
 
-class ProxyMiddleware:
-    """Proxy every other request past the middleware below it.
+@functools.cache
+def admin_port():
+    """Return the admin listener's port, looked up once per process."""
+    return listeners.admin_port()
+
+
+class ListenerMiddleware:
+    """Proxy traffic past the middleware below; let only good admin requests through.
 
     Placed first, it keeps sessions, CSRF, security headers and clickjacking
-    protection on the balancer's own pages and off proxied traffic, whose
-    responses must carry only what the backend sent. The own pages exist for
-    the admin hosts only.
+    protection on the admin listener and off proxied traffic, whose
+    responses must carry only what the backend sent. Under gunicorn,
+    routing.handler sends traffic to the proxy view before any middleware;
+    this does the same under Django's own handler (test client, runserver).
     """
 
     def __init__(self, get_response):
         self.get_response = get_response
 
     def __call__(self, request):
-        host = normalise_host(request.META.get("HTTP_HOST"))
-        if not wants_own_page(request, host):
-            return proxy_view(request, host)
-        if request.path_info != "/healthz" and not is_allowed_client(request):
-            return HttpResponseForbidden("Forbidden", content_type="text/plain; charset=utf-8")
-        return self.get_response(request)
+        if not is_admin_listener(request.META):
+            return proxy_view(request, normalise_host(request.META.get("HTTP_HOST")))
+        if request.path_info == LIVENESS_PATH:
+            return liveness()
+        return refuse_admin_request(request) or self.get_response(request)
 
 
-def is_allowed_client(request):
-    """Whether the client may use the balancer's own pages (ADMIN_ALLOWED_NETWORKS)."""
+def liveness():
+    """Answer liveness probes, whatever their Host or address: the process is up."""
+    return HttpResponse("OK", content_type="text/plain; charset=utf-8")
+
+
+def refuse_admin_request(request):
+    """Return the answer for an admin request that may not go further, or None.
+
+    A Host outside ADMIN_HOSTS gets 400 and one log line (Django's own
+    answer would log a traceback for each); a client outside
+    ADMIN_ALLOWED_NETWORKS gets 403.
+    """
+    client = client_address(request.META)  # the peer, or what a trusted proxy reports
+    try:
+        request.get_host()
+    except DisallowedHost as error:
+        logger.warning("Admin listener refused a request from %s: %s", client, error)
+        return error_response(400)
     networks = settings.ADMIN_ALLOWED_NETWORKS
-    return not networks or is_trusted(request.META.get("REMOTE_ADDR", ""), networks)
+    if networks and not is_trusted(client, networks):
+        return error_response(403)
+    return None

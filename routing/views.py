@@ -15,6 +15,7 @@ logger = logging.getLogger(__name__)
 
 ERROR_BODIES = {
     400: "Bad Request",
+    403: "Forbidden",
     404: "Not Found",
     413: "Payload Too Large",
     502: "Bad Gateway",

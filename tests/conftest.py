@@ -20,6 +20,7 @@ import requests
 from django.core.management import call_command
 from django.test import Client
 
+from lbsite.listeners import admin_port
 from routing.models import Backend, HostRule, PathRule, Pool
 from routing.table import clear_route_table
 
@@ -60,7 +61,7 @@ def wait_until_serving(url, process, host="localhost", verify=True):
         try:
             requests.get(url, headers={"Host": host}, timeout=1, verify=verify)
             return
-        except requests.ConnectionError:
+        except (requests.ConnectionError, requests.Timeout):  # not up yet, or a busy machine
             time.sleep(0.05)
     raise RuntimeError(f"server at {url} did not answer in {STARTUP_TIMEOUT}s")
 
@@ -76,8 +77,13 @@ def start_gunicorn(
     executable=GUNICORN,
     extra_args=(),
     new_session=False,
+    extra_sockets=(),
 ):
-    """Start gunicorn on an already-bound socket and return the process."""
+    """Start gunicorn on an already-bound socket and return the process.
+
+    extra_sockets are handed to it too, for binds it takes from its
+    environment (the balancer's ADMIN_BIND=fd://N).
+    """
     fd = sock.fileno()
     return subprocess.Popen(
         [
@@ -94,7 +100,7 @@ def start_gunicorn(
         ],
         cwd=cwd or PROJECT_ROOT,
         env={**os.environ, **(env or {})},
-        pass_fds=(fd,),
+        pass_fds=(fd, *(extra.fileno() for extra in extra_sockets)),
         start_new_session=new_session,
         stdout=log,
         stderr=subprocess.STDOUT if log is not subprocess.DEVNULL else subprocess.DEVNULL,
@@ -148,18 +154,30 @@ def balancer_environment(home, rows, **settings):
 
 
 class Balancer:
-    """`gunicorn lbsite.wsgi` on a free loopback port, its log kept in a file."""
+    """`gunicorn lbsite.wsgi` on free loopback ports, its log kept in a file.
+
+    url is the traffic listener (gunicorn's bind), admin_url the admin
+    listener (ADMIN_BIND), each on a socket of its own.
+    """
 
     def __init__(self, env, workers=2, log_path=None, scheme="http", verify=True):
         self.sock = listening_socket()
+        self.admin_sock = listening_socket()
         self.url = url_of(self.sock).replace("http", scheme, 1)
+        self.admin_url = url_of(self.admin_sock).replace("http", scheme, 1)
         self.log_path = log_path
         log = open(log_path, "wb") if log_path else subprocess.DEVNULL  # noqa: SIM115
         # Threads and timeouts come from the project's gunicorn.conf.py, as in production.
         self.process = start_gunicorn(
-            "lbsite.wsgi", self.sock, env, workers=workers, threads=None, log=log
+            "lbsite.wsgi",
+            self.sock,
+            {**env, "ADMIN_BIND": f"fd://{self.admin_sock.fileno()}"},
+            workers=workers,
+            threads=None,
+            log=log,
+            extra_sockets=(self.admin_sock,),
         )
-        wait_until_serving(self.url + "/healthz", self.process, verify=verify)
+        wait_until_serving(self.admin_url + "/healthz", self.process, verify=verify)
 
     def log(self):
         return self.log_path.read_text() if self.log_path else ""
@@ -171,6 +189,7 @@ class Balancer:
     def stop(self):
         stop(self.process)
         self.sock.close()
+        self.admin_sock.close()
 
 
 def stop(process):
@@ -381,8 +400,33 @@ class FlaskLikeClient(Client):
 
 @pytest.fixture
 def client():
-    """The test client the tutorial's tests expect (see FlaskLikeClient)."""
+    """The test client the tutorial's tests expect (see FlaskLikeClient): the traffic listener."""
     return FlaskLikeClient()
+
+
+class AdminListenerClient(Client):
+    """Django's test client on the admin listener: its port, Host localhost."""
+
+    def __init__(self, **kwargs):
+        super().__init__(headers={"host": "localhost"}, SERVER_NAME="127.0.0.1", **kwargs)
+
+    def generic(self, *args, **extra):
+        # generic() sets SERVER_PORT itself, over the client's defaults.
+        extra.setdefault("SERVER_PORT", admin_port())
+        return super().generic(*args, **extra)
+
+
+@pytest.fixture
+def admin_site():
+    """A test client for the admin listener (ADMIN_BIND), not logged in."""
+    return AdminListenerClient()
+
+
+@pytest.fixture
+def admin_client(admin_site, admin_user):
+    """The admin listener's test client, logged in as a superuser (pytest-django's name)."""
+    admin_site.force_login(admin_user)
+    return admin_site
 
 
 SAMPLE_RE = re.compile(r"(?P<name>[a-z_]+)(?:\{(?P<labels>.*)\})? (?P<value>\S+)$")

@@ -19,6 +19,8 @@ from .conftest import (
     balancer_environment,
     listening_socket,
     manage,
+    pool_rows,
+    rule_row,
     start_gunicorn,
     stop,
     url_of,
@@ -52,11 +54,29 @@ def kiwi_backend():
 
 
 @pytest.fixture
-def balancer(tmp_path):
-    env = balancer_environment(tmp_path, [], ADMIN_PASSWORD=PASSWORD)
+def hostile_backend(wsgi_backend):
+    """A backend whose page tries to take over the admin of whoever opens it."""
+
+    def app(environ, start_response):
+        body = HOSTILE_PAGE.encode()
+        start_response(
+            "200 OK", [("Content-Type", "text/html"), ("Content-Length", str(len(body)))]
+        )
+        return [body]
+
+    return wsgi_backend(app)
+
+
+@pytest.fixture
+def balancer(tmp_path, hostile_backend):
+    rows = [
+        *pool_rows("hostile", [hostile_backend]),
+        rule_row("hostile", prefix="/evil", strip_prefix=False),
+    ]
+    env = balancer_environment(tmp_path, rows, ADMIN_PASSWORD=PASSWORD)
     manage(env, "ensure_admin")
-    server = Balancer(env, workers=2)
-    yield server.url
+    server = Balancer(env, workers=2, log_path=tmp_path / "balancer.log")
+    yield server
     server.stop()
 
 
@@ -66,28 +86,33 @@ def page():
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1280, "height": 860})
-        yield page
+        context = browser.new_context(viewport={"width": 1280, "height": 860})
+        yield context.new_page()
         browser.close()
 
 
-def test_operator_adds_a_route_in_the_admin_and_traffic_follows(page, balancer, kiwi_backend):
-    # The admin answers on the admin hosts; 127.0.0.1 is one.
-    page.goto(balancer + "/admin/")
+def log_in(page, balancer):
+    """Log in to the admin listener as the operator."""
+    page.goto(balancer.admin_url + "/admin/")
     page.fill("#id_username", "admin")
     page.fill("#id_password", PASSWORD)
     page.click("input[type=submit]")
     expect(page.locator("#routing-tools")).to_contain_text("Explain a route")
-    page.screenshot(path=SCREENSHOTS / "admin-index.png", full_page=True)
 
-    page.goto(balancer + "/admin/routing/pool/add/")
+
+def test_operator_adds_a_route_in_the_admin_and_traffic_follows(page, balancer, kiwi_backend):
+    log_in(page, balancer)
+    page.screenshot(path=SCREENSHOTS / "admin-index.png", full_page=True)
+    admin = balancer.admin_url
+
+    page.goto(admin + "/admin/routing/pool/add/")
     page.fill("#id_name", "kiwi")
     page.select_option("#id_algorithm", "round_robin")
     page.fill("#id_backends-0-url", kiwi_backend)
     page.click("input[name=_save]")
     expect(page.locator(".messagelist")).to_contain_text("was added successfully")
 
-    page.goto(balancer + "/admin/routing/hostrule/add/")
+    page.goto(admin + "/admin/routing/hostrule/add/")
     page.fill("#id_host", "www.kiwi.com")
     page.select_option("#id_pool", label="kiwi")
     page.click("input[name=_save]")
@@ -95,22 +120,79 @@ def test_operator_adds_a_route_in_the_admin_and_traffic_follows(page, balancer, 
     expect(page.locator("#result_list")).to_contain_text("www.kiwi.com")
     page.screenshot(path=SCREENSHOTS / "host-rules.png", full_page=True)
 
-    page.goto(balancer + "/admin/routing/explain/")
+    page.goto(admin + "/admin/routing/explain/")
     page.fill("#id_url", "http://www.kiwi.com/basket?items=3")
     page.click("#explain-form input[type=submit]")
     expect(page.locator("#winning-rule")).to_have_text("host rule www.kiwi.com → kiwi")
     expect(page.locator("#upstream-path")).to_have_text("/basket")
     page.screenshot(path=SCREENSHOTS / "explainer.png", full_page=True)
 
-    page.goto(balancer + "/admin/routing/pool/")
+    page.goto(admin + "/admin/routing/pool/")
     expect(page.locator("#result_list")).to_contain_text(kiwi_backend)
     page.screenshot(path=SCREENSHOTS / "pools.png", full_page=True)
 
     # A real request through the balancer now reaches the new backend.
     deadline = time.monotonic() + BOUND
     while True:
-        answer = requests.get(balancer + "/", headers={"Host": "www.kiwi.com"}, timeout=5)
+        answer = requests.get(balancer.url + "/", headers={"Host": "www.kiwi.com"}, timeout=5)
         if answer.text == "This is the kiwi application.":
             break
         assert time.monotonic() < deadline, f"still {answer.status_code} {answer.text!r}"
         time.sleep(0.1)
+
+
+# A backend's page that a logged-in operator opens through the traffic listener.
+# Its script tries to add a superuser: on its own origin (where the admin would
+# be if both shared a listener), and on the admin's origin with the CSRF
+# token's real value (handed in by the test, as if it could read the cookie).
+HOSTILE_PAGE = """<!doctype html><title>loading</title><pre id="result"></pre><script>
+const params = new URLSearchParams(location.search);
+const admin = params.get("admin");
+const addUser = "/admin/auth/user/add/";
+const form = () => new URLSearchParams({
+  username: "mallory", password1: "Zx9-long-pass-word", password2: "Zx9-long-pass-word",
+  csrfmiddlewaretoken: params.get("token"), _save: "Save"});
+async function attempt(name, action) {
+  try { return name + ": " + await action(); } catch (error) { return name + ": " + error.name; }
+}
+(async () => {
+  const results = ["cookies: " + document.cookie];
+  results.push(await attempt("own origin GET", async () => (await fetch(addUser)).status));
+  results.push(await attempt("own origin POST",
+    async () => (await fetch(addUser, {method: "POST", body: form()})).status));
+  results.push(await attempt("admin origin read",
+    async () => (await fetch(admin + addUser, {credentials: "include"})).status));
+  results.push(await attempt("admin origin POST", async () => (await fetch(admin + addUser,
+    {method: "POST", mode: "no-cors", credentials: "include", body: form()})).type));
+  document.getElementById("result").textContent = results.join("\\n");
+  document.title = "done";
+})();
+</script>"""
+
+
+def test_a_backends_page_cannot_take_over_the_admin(page, balancer):
+    log_in(page, balancer)
+    token = next(c["value"] for c in page.context.cookies() if c["name"] == "lb_csrftoken")
+    hostile = page.context.new_page()
+    hostile.goto(f"{balancer.url}/evil/page?admin={balancer.admin_url}&token={token}")
+    expect(hostile).to_have_title("done", timeout=BOUND * 1000)
+    results = dict(
+        line.split(": ", 1) for line in hostile.locator("#result").inner_text().splitlines()
+    )
+    # Neither admin cookie is readable by script on a backend's page.
+    assert "lb_" not in results["cookies"]
+    # The traffic listener has no admin: the paths are routed (no rule: 404).
+    assert results["own origin GET"] == "404"
+    assert results["own origin POST"] == "404"
+    # The admin's origin is another: its pages cannot be read, and a write is
+    # refused by CSRF's Origin check even with the right token and cookies.
+    assert results["admin origin read"] == "TypeError"
+    assert results["admin origin POST"] == "opaque"
+    deadline = time.monotonic() + BOUND
+    while "Origin checking failed" not in balancer.log():
+        assert time.monotonic() < deadline, "the cross-origin POST never reached the admin"
+        time.sleep(0.1)
+    page.goto(balancer.admin_url + "/admin/auth/user/")
+    expect(page.locator("#result_list")).to_contain_text("admin")
+    expect(page.locator("#result_list")).not_to_contain_text("mallory")
+    expect(page.locator(".paginator")).to_contain_text("1 user")

@@ -144,6 +144,13 @@ def test_balancer_runs_gunicorn_after_the_migration():
         assert depends_on[name]["condition"] == "service_healthy", name
 
 
+def test_admin_listener_is_published_on_the_hosts_loopback_only():
+    balancer = compose_config()["services"]["balancer"]
+    published = [(p["target"], str(p["published"]), p.get("host_ip")) for p in balancer["ports"]]
+    assert published == [(8000, "8000", None), (8001, "8001", "127.0.0.1")]
+    assert balancer["environment"]["ADMIN_BIND"] == "0.0.0.0:8001"
+
+
 def test_migration_loads_the_compose_routes_once():
     migrate = compose_config()["services"]["migrate"]
     assert "migrate --noinput" in command_line(migrate)
@@ -172,7 +179,7 @@ def test_backends_and_balancer_have_healthchecks():
         healthcheck = services[name].get("healthcheck") or {}
         assert healthcheck.get("test"), f"{name} has no healthcheck"
         assert not healthcheck.get("disable"), f"{name} disables its healthcheck"
-    assert "http://localhost:8000/healthz" in " ".join(services["balancer"]["healthcheck"]["test"])
+    assert "http://127.0.0.1:8001/healthz" in " ".join(services["balancer"]["healthcheck"]["test"])
 
 
 def test_dockerfile_passes_hadolint():
@@ -201,7 +208,10 @@ def test_postgres_variant_runs_two_replicas_on_one_database():
         assert services[name]["depends_on"]["postgres"]["condition"] == "service_healthy"
     balancer = services["balancer"]
     assert balancer["deploy"]["replicas"] == 2
-    assert [(p["published"], p["target"]) for p in balancer["ports"]] == [("8000-8001", 8000)]
+    assert [(p["published"], p["target"], p.get("host_ip")) for p in balancer["ports"]] == [
+        ("8000-8001", 8000, None),
+        ("8100-8101", 8001, "127.0.0.1"),
+    ]
     # Migrations still run once, before the replicas, by name of the services.
     assert balancer["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
     assert "load_demo_routes fruit_routes_compose" in command_line(services["migrate"])

@@ -1,7 +1,6 @@
 """The route explainer, in the admin and on the command line: one code path, the resolver's."""
 
 import pytest
-from django.contrib.auth import get_user_model
 from django.core.management import call_command
 
 from routing.models import Backend, HostRule, PathRule, Pool
@@ -56,12 +55,10 @@ def test_command_shows_503_and_400(rules, capsys):
     assert "400 Bad Request" in explain_command("http://bad host/", capsys)
 
 
-def test_admin_explainer_page(rules, client):
-    admin = get_user_model().objects.create_superuser("admin", password="pw-for-tests")
-    client.force_login(admin)
-    index = client.get("/admin/").content.decode()
+def test_admin_explainer_page(rules, admin_client):
+    index = admin_client.get("/admin/").content.decode()
     assert 'href="/admin/routing/explain/"' in index
-    page = client.get("/admin/routing/explain/", {"url": "http://www.mango.com/apple/pie"})
+    page = admin_client.get("/admin/routing/explain/", {"url": "http://www.mango.com/apple/pie"})
     html = page.content.decode()
     assert page.status_code == 200
     assert '<td id="winning-rule">host rule www.mango.com → mango</td>' in html
@@ -69,10 +66,8 @@ def test_admin_explainer_page(rules, client):
     assert "would match, but the rule is disabled" in html
 
 
-def test_admin_routing_table_lists_rules_in_resolver_order(rules, client):
-    admin = get_user_model().objects.create_superuser("admin", password="pw-for-tests")
-    client.force_login(admin)
-    page = client.get("/admin/routing/table/").content.decode()
+def test_admin_routing_table_lists_rules_in_resolver_order(rules, admin_client):
+    page = admin_client.get("/admin/routing/table/").content.decode()
     html = page[page.index('id="route-table"') :]
     order = [html.index(label) for label in ("www.mango.com", "*.mango.com", "any host")]
     assert order == sorted(order)
@@ -81,8 +76,8 @@ def test_admin_routing_table_lists_rules_in_resolver_order(rules, client):
     assert "/apple/pie" not in html  # disabled rules are not in the live table
 
 
-def test_explainer_needs_a_staff_login(client):
-    assert client.get("/admin/routing/explain/").status_code == 302
+def test_explainer_needs_a_staff_login(admin_site):
+    assert admin_site.get("/admin/routing/explain/").status_code == 302
 
 
 def test_urls_that_are_no_urls_get_400_and_credentials_are_ignored(rules, capsys):

@@ -1,4 +1,8 @@
-"""The balancer under gunicorn itself, with a database file of its own (DESIGN.md §10)."""
+"""The balancer under gunicorn itself, with a database file of its own.
+
+pytest-django's test database lives in this process; a gunicorn subprocess
+sees only a database file it is given.
+"""
 
 import hashlib
 import http.client
@@ -6,6 +10,7 @@ import json
 import os
 import re
 import secrets
+import signal
 import subprocess
 import time
 
@@ -45,12 +50,12 @@ def demo_fixture(demo_backends):
 
 @pytest.fixture(scope="module")
 def balancer(tmp_path_factory, demo_backends):
-    """The balancer's URL: `gunicorn lbsite.wsgi` with two workers and the demo routes."""
+    """`gunicorn lbsite.wsgi` with two workers and the demo routes, its log kept."""
     home = tmp_path_factory.mktemp("balancer")
     env = balancer_environment(home, demo_fixture(demo_backends), ADMIN_PASSWORD=ADMIN_PASSWORD)
     manage(env, "ensure_admin")
-    server = Balancer(env, workers=WORKERS)
-    yield server.url
+    server = Balancer(env, workers=WORKERS, log_path=home / "balancer.log")
+    yield server
     server.stop()
 
 
@@ -61,9 +66,9 @@ def get(url, host, path="/", **kwargs):
 
 
 def test_routes_by_host_and_by_path(balancer):
-    assert get(balancer, "www.apple.com").text == "This is the apple application."
-    assert get(balancer, "localhost", "/mango").text == "This is the mango application."
-    missing = get(balancer, "www.notmango.com")
+    assert get(balancer.url, "www.apple.com").text == "This is the apple application."
+    assert get(balancer.url, "localhost", "/mango").text == "This is the mango application."
+    missing = get(balancer.url, "www.notmango.com")
     assert (missing.status_code, missing.text) == (404, "Not Found")
 
 
@@ -78,7 +83,7 @@ def send_exact(balancer, target, host):
 
 
 def test_raw_path_and_query_reach_the_backend(balancer):
-    seen = send_exact(balancer, "/apple/echo/a%2Fb/%7Ex?q=a%20b&q=&k=%2F", "localhost")
+    seen = send_exact(balancer.url, "/apple/echo/a%2Fb/%7Ex?q=a%20b&q=&k=%2F", "localhost")
     assert seen["path"] == "/echo/a%2Fb/%7Ex"
     assert seen["query"] == "q=a%20b&q=&k=%2F"
 
@@ -86,7 +91,7 @@ def test_raw_path_and_query_reach_the_backend(balancer):
 def test_chunked_upload_arrives_complete(balancer):
     parts = [os.urandom(50_000) for _ in range(20)]
     result = requests.post(
-        balancer + "/mango/echo",
+        balancer.url + "/mango/echo",
         data=iter(parts),  # a generator: requests sends it chunked
         headers={"Host": "localhost"},
         timeout=10,
@@ -98,44 +103,133 @@ def test_chunked_upload_arrives_complete(balancer):
 
 
 def test_missing_host_gets_400(balancer):
-    answer = exchange(balancer, b"GET /mango HTTP/1.1\r\nConnection: close\r\n\r\n")
+    answer = exchange(balancer.url, b"GET /mango HTTP/1.1\r\nConnection: close\r\n\r\n")
     assert answer.startswith(b"HTTP/1.1 400 ")
     assert answer.endswith(b"\r\n\r\nBad Request")  # the balancer's own answer
 
 
-def test_admin_static_files_are_served_for_admin_hosts_only(balancer):
-    css = get(balancer, "localhost", "/static/admin/css/base.css")
+@pytest.mark.parametrize("host", ["localhost", "127.0.0.1", "www.mango.com"])
+def test_traffic_listener_routes_every_path_and_serves_no_page_of_its_own(balancer, host):
+    for path in ("/admin/login/", "/static/admin/css/base.css", "/metrics", "/healthz"):
+        answer = get(balancer.url, host, path)
+        if host == "www.mango.com":
+            assert answer.text == "This is the mango application."
+        else:  # the demo routes have no rule for these paths on other hosts
+            assert (answer.status_code, answer.text) == (404, "Not Found")
+
+
+def test_admin_listener_serves_the_balancers_pages_and_proxies_nothing(balancer):
+    css = get(balancer.admin_url, "localhost", "/static/admin/css/base.css")
     assert css.status_code == 200
     assert "text/css" in css.headers["Content-Type"]
-    other = get(balancer, "www.mango.com", "/static/admin/css/base.css")
-    assert other.text == "This is the mango application."
+    assert get(balancer.admin_url, "localhost", "/healthz").text == "OK"
+    assert "lb_requests_total" in get(balancer.admin_url, "localhost", "/metrics").text
+    assert get(balancer.admin_url, "localhost", "/mango").status_code == 404
+    assert "mango application" not in get(balancer.admin_url, "127.0.0.1", "/").text
 
 
-def test_own_pages_get_djangos_machinery_and_proxied_answers_none_of_it(balancer):
-    login = get(balancer, "localhost", "/admin/login/")
+def test_admin_gets_djangos_machinery_and_proxied_answers_none_of_it(balancer):
+    login = get(balancer.admin_url, "localhost", "/admin/login/")
     assert login.status_code == 200
     assert login.headers["X-Frame-Options"] == "DENY"
     assert login.headers["X-Content-Type-Options"] == "nosniff"
     assert "lb_csrftoken" in login.cookies
-    proxied = get(balancer, "localhost", "/mango")
+    # Script on a backend's page (same site: cookies ignore ports) cannot read it.
+    assert "HttpOnly" in login.headers["Set-Cookie"]
+    proxied = get(balancer.url, "localhost", "/mango")
     assert proxied.text == "This is the mango application."
     assert not {"X-Frame-Options", "X-Content-Type-Options", "Set-Cookie"} & set(proxied.headers)
-    # On any other host, /admin/ is a backend's path like any other.
-    assert get(balancer, "www.mango.com", "/admin/login/").text == "This is the mango application."
 
 
-def test_own_pages_are_refused_outside_the_admin_networks(tmp_path, demo_backends):
+@pytest.mark.parametrize("host", ["localhost:8000.", "www.mango.com", "localhost:8000:1", "[::1"])
+def test_admin_listener_refuses_other_hosts_in_one_log_line(balancer, host):
+    before = balancer.log()
+    refused = get(balancer.admin_url, host, "/admin/login/")
+    assert (refused.status_code, refused.text) == (400, "Bad Request")
+    new = balancer.log()[len(before) :]
+    assert "Admin listener refused a request from 127.0.0.1" in new
+    assert "Traceback" not in new
+    assert get(balancer.admin_url, host, "/healthz").text == "OK"  # probes send odd hosts
+
+
+def test_admin_listener_judges_the_client_not_its_trusted_proxy(tmp_path, demo_backends):
     env = balancer_environment(
-        tmp_path, demo_fixture(demo_backends), ADMIN_ALLOWED_NETWORKS="10.0.0.0/8"
+        tmp_path,
+        demo_fixture(demo_backends),
+        ADMIN_ALLOWED_NETWORKS="10.0.0.0/8",
+        TRUSTED_PROXIES="127.0.0.1",
     )
     server = Balancer(env, workers=1)
     try:
-        refused = get(server.url, "localhost", "/admin/login/")
+        refused = get(server.admin_url, "localhost", "/admin/login/")  # the proxy itself
         assert (refused.status_code, refused.text) == (403, "Forbidden")
-        assert get(server.url, "localhost", "/healthz").status_code == 200
+        for_client = {"X-Forwarded-For": "10.1.2.3"}  # as the trusted proxy reports it
+        assert get(server.admin_url, "localhost", "/admin/login/", headers=for_client).ok
+        outside = get(
+            server.admin_url,
+            "localhost",
+            "/admin/login/",
+            headers={"X-Forwarded-For": "192.168.1.1"},
+        )
+        assert outside.status_code == 403
+        assert get(server.admin_url, "localhost", "/healthz").status_code == 200
         assert get(server.url, "localhost", "/mango").text == "This is the mango application."
     finally:
         server.stop()
+
+
+def free_address():
+    """Return a loopback address that nothing listens on now (a tiny race is accepted)."""
+    sock = listening_socket()
+    address = f"127.0.0.1:{sock.getsockname()[1]}"
+    sock.close()
+    return address
+
+
+def test_admin_listener_survives_a_reload(tmp_path, demo_backends):
+    # Address binds: gunicorn cannot reopen inherited sockets (fd://) on a reload.
+    env = balancer_environment(tmp_path, demo_fixture(demo_backends))
+    traffic, admin = free_address(), free_address()
+    log = tmp_path / "balancer.log"
+    with open(log, "wb") as log_file:
+        process = subprocess.Popen(
+            [GUNICORN, "lbsite.wsgi", "-b", traffic, "--workers", "1"],
+            cwd=PROJECT_ROOT,
+            env={**env, "ADMIN_BIND": admin},
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        wait_until_serving(f"http://{admin}/healthz", process)
+        process.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + PROPAGATION_BOUND
+        while (
+            "Hang up" not in log.read_text()
+            or "Booting worker" not in log.read_text().split("Hang up")[-1]
+        ):
+            assert time.monotonic() < deadline, f"gunicorn did not reload: {log.read_text()}"
+            time.sleep(0.05)
+        wait_until_serving(f"http://{admin}/healthz", process)
+        assert get(f"http://{admin}", "localhost", "/healthz").text == "OK"
+        assert get(f"http://{traffic}", "localhost", "/mango").text == (
+            "This is the mango application."
+        )
+    finally:
+        stop(process)
+
+
+def test_gunicorn_refuses_an_admin_port_shared_with_traffic():
+    address = free_address()
+    result = subprocess.run(
+        [GUNICORN, "lbsite.wsgi", "-b", address],
+        cwd=PROJECT_ROOT,
+        env={**os.environ, "ADMIN_BIND": address, "SECRET_KEY": "x" * 50},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode != 0
+    assert f"ADMIN_BIND {address} shares port" in result.stdout + result.stderr
 
 
 def log_in(balancer):
@@ -180,25 +274,25 @@ def add_host_rule(session, balancer, host, pool_name):
 def test_admin_edit_reaches_every_worker_without_restart(balancer):
     # Every worker caches the table first, so a stale cache would show.
     for _ in range(10 * WORKERS):
-        assert get(balancer, "www.kiwi.com").status_code == 404
-    add_host_rule(log_in(balancer), balancer, "www.kiwi.com", "apple")
+        assert get(balancer.url, "www.kiwi.com").status_code == 404
+    add_host_rule(log_in(balancer.admin_url), balancer.admin_url, "www.kiwi.com", "apple")
     deadline = time.monotonic() + PROPAGATION_BOUND
-    while get(balancer, "www.kiwi.com").status_code != 200:
+    while get(balancer.url, "www.kiwi.com").status_code != 200:
         assert time.monotonic() < deadline, "the new rule did not reach a worker"
         time.sleep(0.05)
     # Then every worker serves it: new connections land on either of them.
     while True:
-        answers = {get(balancer, "www.kiwi.com").status_code for _ in range(10 * WORKERS)}
+        answers = {get(balancer.url, "www.kiwi.com").status_code for _ in range(10 * WORKERS)}
         if answers == {200}:
             break
         assert time.monotonic() < deadline, f"some worker still answers {answers}"
         time.sleep(0.05)
-    assert get(balancer, "www.kiwi.com").text == "This is the apple application."
+    assert get(balancer.url, "www.kiwi.com").text == "This is the apple application."
 
 
 def test_head_answer_has_the_backends_headers_and_no_body(balancer):
     answer = exchange(
-        balancer, b"HEAD /mango/ HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+        balancer.url, b"HEAD /mango/ HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
     )
     head, _, body = answer.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 200 ")
@@ -220,7 +314,7 @@ def scrape_when_served(url, pool, expected):
     its response closes, a moment after the client has it); it must never pass it."""
     deadline = time.monotonic() + PROPAGATION_BOUND
     while True:
-        text = get(url, "localhost", "/metrics").text
+        text = get(url, "localhost", "/metrics").text  # url: the admin listener
         served = requests_served(text, pool)
         assert served <= expected, f"{served} counted, {expected} sent"
         if served == expected:
@@ -230,11 +324,11 @@ def scrape_when_served(url, pool, expected):
 
 
 def test_metrics_add_up_across_workers_and_only_grow(balancer):
-    before = requests_served(get(balancer, "localhost", "/metrics").text, "apple")
+    before = requests_served(get(balancer.admin_url, "localhost", "/metrics").text, "apple")
     for round_number in (1, 2):
         for _ in range(10 * WORKERS):  # new connections: both workers serve some
-            assert get(balancer, "www.apple.com").status_code == 200
-        text = scrape_when_served(balancer, "apple", before + round_number * 10 * WORKERS)
+            assert get(balancer.url, "www.apple.com").status_code == 200
+        text = scrape_when_served(balancer.admin_url, "apple", before + round_number * 10 * WORKERS)
     assert metric(text, "lb_requests_in_flight") == 0
     assert metric(text, "lb_route_table_version") > 0
 
@@ -248,14 +342,16 @@ def test_gunicorn_terminates_tls(tmp_path, demo_backends):
     try:
         url = server.url
         assert url.startswith("https://")
-        health = requests.get(url + "/healthz", headers={"Host": "localhost"}, verify=str(cert))
+        health = requests.get(
+            server.admin_url + "/healthz", headers={"Host": "localhost"}, verify=str(cert)
+        )
         assert health.text == "OK"
         seen = requests.get(
             url + "/apple/echo", headers={"Host": "localhost"}, verify=str(cert), timeout=10
         ).json()
         assert ["X-Forwarded-Proto", "https"] in seen["headers"]
         with pytest.raises(requests.exceptions.SSLError):
-            requests.get(url + "/healthz", headers={"Host": "localhost"}, timeout=10)
+            requests.get(url + "/apple/", headers={"Host": "localhost"}, timeout=10)
     finally:
         server.stop()
 
@@ -283,7 +379,7 @@ def test_only_the_balancer_empties_the_metrics_directory(tmp_path, demo_backends
     try:
         assert not stale.exists()
         assert get(server.url, "www.mango.com").status_code == 200
-        scrape_when_served(server.url, "mango", 1)
+        scrape_when_served(server.admin_url, "mango", 1)
     finally:
         server.stop()
 

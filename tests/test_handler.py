@@ -15,7 +15,7 @@ from routing.table import get_route_table
 from .conftest import metric
 
 
-def environ(path, host="localhost"):
+def environ(path, host="localhost", port="8000"):
     return {
         "REQUEST_METHOD": "GET",
         "SCRIPT_NAME": "",
@@ -24,7 +24,7 @@ def environ(path, host="localhost"):
         "RAW_URI": path,
         "SERVER_PROTOCOL": "HTTP/1.1",
         "SERVER_NAME": "127.0.0.1",
-        "SERVER_PORT": "8000",
+        "SERVER_PORT": port,
         "REMOTE_ADDR": "127.0.0.1",
         "HTTP_HOST": host,
         "wsgi.input": io.BytesIO(b""),
@@ -33,14 +33,17 @@ def environ(path, host="localhost"):
     }
 
 
-def call(path, host="localhost"):
-    """Call the application; return (status, headers, body) once it is closed."""
+def call(path, host="localhost", port="8000"):
+    """Call the application; return (status, headers, body) once it is closed.
+
+    Port 8000 is the traffic listener's, 8001 the admin listener's (ADMIN_BIND).
+    """
     seen = {}
 
     def start_response(status, headers, exc_info=None):
         seen.update(status=status, headers=headers)
 
-    body = application(environ(path, host), start_response)
+    body = application(environ(path, host, port), start_response)
     try:
         return seen["status"], seen["headers"], b"".join(body)
     finally:
@@ -55,15 +58,19 @@ def nothing_in_flight():
 
 @pytest.mark.django_db
 @pytest.mark.usefixtures("fruit_routes")
-def test_proxied_traffic_and_own_pages_both_answer():
+def test_each_listener_answers_its_own_requests():
     status, headers, body = call("/mango")
     assert (status, body) == ("200 OK", b"This is the mango application.")
     assert "X-Frame-Options" not in dict(headers)
-    status, headers, _body = call("/admin/login/")
+    status, _headers, body = call("/admin/login/")
+    assert (status, body) == ("404 Not Found", b"Not Found")  # routed: no rule for it
+    status, headers, _body = call("/admin/login/", port="8001")
     assert status == "200 OK"
     assert dict(headers)["X-Frame-Options"] == "DENY"
     status, _headers, body = call("/nowhere")
     assert (status, body) == ("404 Not Found", b"Not Found")
+    status, _headers, _body = call("/mango", port="8001")
+    assert status == "404 Not Found"  # the admin listener proxies nothing
 
 
 @pytest.mark.django_db

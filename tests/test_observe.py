@@ -73,11 +73,13 @@ def test_access_log_can_be_turned_off(client, caplog, settings, fruit_routes):
     assert access_lines(caplog) == []
 
 
-def test_metrics_count_requests_and_show_backend_health(client, fruit_routes, demo_backends):
-    before = client.get("/metrics").content.decode()
+def test_metrics_count_requests_and_show_backend_health(
+    client, admin_site, fruit_routes, demo_backends
+):
+    before = admin_site.get("/metrics").content.decode()
     for _ in range(3):
         client.get("/apple")
-    after = client.get("/metrics")
+    after = admin_site.get("/metrics")
     text = after.content.decode()
     assert after["Content-Type"].startswith("text/plain")
     for backend in demo_backends["apple"]:
@@ -92,21 +94,43 @@ def test_metrics_count_requests_and_show_backend_health(client, fruit_routes, de
     assert metric(text, "lb_route_table_version") > 0
 
 
-def test_metrics_exist_for_the_admin_hosts_only(client, fruit_routes):
+def test_metrics_exist_on_the_admin_listener_only(client, fruit_routes):
     HostRule.objects.create(host="www.shop.example", pool=Pool.objects.get(name="mango"))
     other = client.get("/metrics", headers={"Host": "www.shop.example"})
     assert other.content == b"This is the mango application."
+    assert client.get("/metrics").status_code == 404  # localhost: routed, and no rule matches
 
 
-def test_own_pages_can_be_limited_to_client_networks(client, settings, fruit_routes):
+def test_admin_listener_can_be_limited_to_client_networks(
+    client, admin_site, settings, fruit_routes
+):
     settings.ADMIN_ALLOWED_NETWORKS = [ipaddress.ip_network("10.0.0.0/8")]
     for path in ("/admin/", "/metrics", "/static/admin/css/base.css"):
-        refused = client.get(path)
+        refused = admin_site.get(path)
         assert (refused.status_code, refused.content) == (403, b"Forbidden")
-    assert client.get("/healthz").content == b"OK"
+    assert admin_site.get("/healthz").content == b"OK"
     assert client.get("/mango").content == b"This is the mango application."
     settings.ADMIN_ALLOWED_NETWORKS = [ipaddress.ip_network("127.0.0.0/8")]
-    assert client.get("/admin/").status_code == 302
+    assert admin_site.get("/admin/").status_code == 302
+
+
+@pytest.mark.parametrize(
+    ("peer", "forwarded_for", "allowed"),
+    [
+        ("10.1.2.3", "", False),  # the trusted proxy itself is no admin client
+        ("10.1.2.3", "192.168.5.6", True),  # the client it reports is
+        ("10.1.2.3", "172.16.0.1", False),
+        ("172.16.0.9", "192.168.5.6", False),  # an untrusted peer's claim counts for nothing
+    ],
+)
+def test_admin_networks_judge_the_client_a_trusted_proxy_reports(
+    admin_site, settings, peer, forwarded_for, allowed
+):
+    settings.TRUSTED_PROXIES = [ipaddress.ip_network("10.0.0.0/8")]
+    settings.ADMIN_ALLOWED_NETWORKS = [ipaddress.ip_network("192.168.0.0/16")]
+    headers = {"X-Forwarded-For": forwarded_for} if forwarded_for else {}
+    result = admin_site.get("/admin/", headers=headers, REMOTE_ADDR=peer)
+    assert result.status_code == (302 if allowed else 403)
 
 
 def routing_warnings():

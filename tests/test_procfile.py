@@ -20,6 +20,7 @@ PORTS = {
     "apple1": 9081,
     "apple2": 9082,
     "balancer": 8000,
+    "balancer's admin": 8001,
 }
 HONCHO = os.path.join(os.path.dirname(sys.executable), "honcho")
 BOUND = 30
@@ -66,6 +67,8 @@ def test_procfile_runs_demo_and_ctrl_c_stops_it_all(run_env):
         mango = answers(8000, host="www.mango.com")
         assert mango.text == "This is the mango application."
         assert answers(8000, host="www.apple.com").text == "This is the apple application."
+        admin = requests.get("http://127.0.0.1:8001/admin/login/", timeout=2)
+        assert admin.status_code == 200 and 'id="login-form"' in admin.text
         started = processes_of(run_env)
         assert any(b"healthcheck" in cmdline for cmdline in started.values())
         # The health checker ran: the demo backends have been checked.

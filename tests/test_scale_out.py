@@ -43,7 +43,7 @@ def test_edit_in_one_instances_admin_routes_on_the_other(
     try:
         for _ in range(10):  # both instances cache the table first
             assert get(second.url, "www.kiwi.com").status_code == 404
-        add_host_rule(log_in(first.url), first.url, "www.kiwi.com", "apple")
+        add_host_rule(log_in(first.admin_url), first.admin_url, "www.kiwi.com", "apple")
         deadline = time.monotonic() + BOUND
         while {get(second.url, "www.kiwi.com").status_code for _ in range(10)} != {200}:
             assert time.monotonic() < deadline, "the other instance never saw the edit"

@@ -127,17 +127,25 @@ class TestRoutingToDemoBackends:
         HostRule.objects.filter(host="www.kiwi.com").update(enabled=False)
         assert client.get("/", headers={"Host": "www.kiwi.com"}).status_code == 404
 
-    def test_admin_and_static_of_other_hosts_go_to_the_backend(self, client):
-        for path in ("/admin/", "/static/admin/css/base.css", "/healthz"):
-            result = client.get(path, headers={"Host": "www.mango.com"})
+    @pytest.mark.parametrize("host", ["www.mango.com", "localhost", "127.0.0.1:8000"])
+    def test_traffic_listener_serves_none_of_the_balancers_pages(self, client, host):
+        HostRule.objects.create(host="localhost", pool=Pool.objects.get(name="mango"))
+        HostRule.objects.create(host="127.0.0.1", pool=Pool.objects.get(name="mango"))
+        for path in ("/admin/", "/static/admin/css/base.css", "/healthz", "/metrics"):
+            result = client.get(path, headers={"Host": host})
             assert result.content == b"This is the mango application."
 
-    def test_admin_hosts_reach_the_balancer_pages(self, client):
-        result = client.get("/admin/")
+    def test_admin_listener_serves_the_balancers_pages(self, admin_site):
+        result = admin_site.get("/admin/")
         assert result.status_code == 302
         assert result["Location"].startswith("/admin/login/")
-        assert client.get("/healthz").content == b"OK"
-        assert client.get("/static/admin/css/base.css").status_code == 200
+        assert admin_site.get("/healthz").content == b"OK"
+        assert admin_site.get("/static/admin/css/base.css").status_code == 200
+        assert admin_site.get("/metrics").status_code == 200
+
+    def test_admin_listener_proxies_nothing(self, admin_site):
+        assert admin_site.get("/mango").status_code == 404
+        assert admin_site.get("/", headers={"Host": "www.mango.com"}).status_code == 400
 
     def test_admin_hosts_route_every_other_path(self, client):
         result = client.get("/apple/anything", headers={"Host": "127.0.0.1:8000"})
