@@ -34,9 +34,21 @@ REPLACED_REQUEST_HEADERS = frozenset(
     }
 )
 
-# Client-address headers other than X-Forwarded-For: kept only from a trusted
-# proxy, since a backend may believe them.
-CLIENT_ADDRESS_HEADERS = frozenset({"forwarded", "x-real-ip"})
+# What a proxy in front tells about the original request, besides the
+# X-Forwarded-* headers the balancer sets itself: the client's address, and
+# the scheme it used (Rack, Spring and others take X-Forwarded-Ssl and friends
+# over X-Forwarded-Proto). Kept only from a trusted proxy, since a backend may
+# believe them.
+ORIGINAL_REQUEST_HEADERS = frozenset(
+    {
+        "forwarded",
+        "x-real-ip",
+        "x-forwarded-ssl",
+        "x-forwarded-scheme",
+        "x-forwarded-protocol",
+        "front-end-https",
+    }
+)
 
 # gunicorn always sends its own Date and Server; a backend's would be
 # duplicates (nginx drops them the same way). Via is rebuilt with this hop.
@@ -51,6 +63,11 @@ DEFAULT_PORTS = {"http": 80, "https": 443}
 TOKEN_RE = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 FIELD_VALUE_RE = re.compile(r"[\t\x20-\x7e\x80-\xff]*")
 CONTENT_LENGTH_RE = re.compile(r"[0-9]+")
+
+# Where a cookie starts in a Cookie header: after every ";", and after a ","
+# that a name and "=" follow, since gunicorn joins two Cookie lines with a
+# comma. Any other comma is part of a value.
+COOKIE_SEPARATOR_RE = re.compile(r"(;|,(?=[^;,=]*=))")
 
 
 class InvalidHeaders(ValueError):
@@ -101,13 +118,32 @@ def is_trusted(address, networks):
 
 
 def without_cookies(cookie_header, names):
-    """Return a Cookie header without the named cookies ('' if none is left)."""
-    kept = [
-        pair.strip()
-        for pair in cookie_header.split(";")
-        if pair.strip() and pair.split("=", 1)[0].strip() not in names
-    ]
-    return "; ".join(kept)
+    """Return a Cookie header without the named cookies ('' if none is left).
+
+    Every other cookie keeps its bytes and the separator before it; where a
+    cookie is taken out from between two others, a ";" around it wins over a
+    ",", so the cookies on either side stay apart for a server that splits on
+    ";" alone. A value that holds ",name=" is taken for two cookies: a backend
+    might read it that way, and the balancer cannot tell it from two lines.
+    """
+    parts = COOKIE_SEPARATOR_RE.split(cookie_header)
+    pairs, separators = parts[::2], ["", *parts[1::2]]
+    if all(pair.partition("=")[0].strip() not in names for pair in pairs):
+        return cookie_header
+    kept = []
+    gap = []  # the separators since the last cookie kept
+    for separator, pair in zip(separators, pairs, strict=True):
+        gap.append(separator)
+        if pair.partition("=")[0].strip() in names or not (kept or pair.strip()):
+            continue  # taken out, or an empty slot before the first cookie kept
+        if not kept:
+            kept.append(pair.lstrip())
+        elif separator == "," and ";" in gap:
+            kept.append("; " + pair)
+        else:
+            kept.append(separator + pair)
+        gap = []
+    return "".join(kept)
 
 
 def with_via(previous, protocol, pseudonym):
@@ -147,8 +183,17 @@ def public_location(value, backend_url, public_origin, stripped_prefix):
 
 
 def cookie_name(set_cookie):
-    """Return the name of the cookie a Set-Cookie header sets."""
-    return set_cookie.split("=", 1)[0].strip()
+    """Return the name a server reads from the cookie a Set-Cookie header sets.
+
+    A browser keeps a cookie without a name (`=lb_sessionid=x`, or no "=" at
+    all) and sends back its bare value (`lb_sessionid=x`, RFC 6265bis),
+    which a server reads up to the first "=" like any other cookie.
+    """
+    name, equals, value = set_cookie.partition(";")[0].partition("=")
+    if equals and name.strip():
+        return name.strip()
+    sent = value if equals else name
+    return sent.partition("=")[0].strip()
 
 
 def client_response_headers(pairs, rewrite_location, reserved_cookies=frozenset()):
@@ -158,7 +203,8 @@ def client_response_headers(pairs, rewrite_location, reserved_cookies=frozenset(
     other header (each Set-Cookie included) is kept in order, Location headers
     pass through rewrite_location, and framing that could desynchronise the
     client connection is refused. A Set-Cookie for a reserved cookie (the
-    admin's own) is dropped, so a backend cannot plant one in a browser.
+    admin's own), named or nameless, is dropped, so a backend cannot plant one
+    in a browser.
     """
     dropped = HOP_BY_HOP_HEADERS | REPLACED_RESPONSE_HEADERS
     names = {name.lower() for name, _value in pairs}

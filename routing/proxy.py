@@ -218,7 +218,7 @@ def upstream_request_headers(request, match):
     dropped = headers.HOP_BY_HOP_HEADERS | headers.REPLACED_REQUEST_HEADERS
     dropped |= headers.connection_tokens(meta.get("HTTP_CONNECTION", ""))
     if not trusted:
-        dropped |= headers.CLIENT_ADDRESS_HEADERS
+        dropped |= headers.ORIGINAL_REQUEST_HEADERS
     # A plain dict: client_headers() spells every name one way ("Accept-Encoding").
     sent = {
         name: value
@@ -241,14 +241,25 @@ def upstream_request_headers(request, match):
     previous = meta.get("HTTP_X_FORWARDED_FOR")
     sent["X-Forwarded-For"] = f"{previous}, {peer}" if trusted and previous else peer
     sent["X-Forwarded-Host"] = client_host
-    sent["X-Forwarded-Proto"] = request.scheme
-    sent["X-Forwarded-Port"] = headers.forwarded_port(client_host, request.scheme)
+    scheme = client_scheme(meta)
+    sent["X-Forwarded-Proto"] = scheme
+    sent["X-Forwarded-Port"] = headers.forwarded_port(client_host, scheme)
     if match.stripped_prefix:
         sent["X-Forwarded-Prefix"] = match.stripped_prefix
     sent["Via"] = headers.with_via(
         meta.get("HTTP_VIA"), meta.get("SERVER_PROTOCOL") or "HTTP/1.1", settings.VIA_PSEUDONYM
     )
     return sent
+
+
+def client_scheme(meta):
+    """Return the scheme the client used, as the WSGI server established it.
+
+    Never request.scheme: with SECURE_PROXY_SSL_HEADER, Django believes any
+    client's X-Forwarded-Proto, while gunicorn takes the scheme only from the
+    proxies in its forwarded_allow_ips (TRUSTED_PROXIES, see gunicorn.conf.py).
+    """
+    return meta["wsgi.url_scheme"]
 
 
 def client_address(meta):
@@ -396,7 +407,7 @@ def client_response(upstream, request, match, backend, on_close=None):
     """Wrap the backend's answer for the client, or raise InvalidUpstreamResponse."""
     if not 200 <= upstream.status_code <= 599:
         raise InvalidUpstreamResponse(f"status {upstream.status_code}")
-    public_origin = f"{request.scheme}://{request.META.get('HTTP_HOST', '')}"
+    public_origin = f"{client_scheme(request.META)}://{request.META.get('HTTP_HOST', '')}"
 
     def rewrite_location(value):
         return headers.public_location(value, backend.url, public_origin, match.stripped_prefix)

@@ -11,9 +11,12 @@ import threading
 import time
 import zlib
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import requests
+
+from routing.headers import cookie_name, without_cookies
 
 from .backends import BLOCK, expected_download_sha256
 from .conftest import (
@@ -751,3 +754,184 @@ def test_a_broken_chunked_upload_is_the_clients_failure(bed):
             conn.recv(65536)
     assert echo_of(bed, target="/echo")["method"] == "GET"  # not 503: backend not blamed
     assert 'cause="client body:' in bed.balancer.log()
+
+
+# Review findings: what a client claims about its own request; the admin's cookies both ways.
+
+# Headers besides X-Forwarded-Proto that a backend framework may take the scheme from.
+OTHER_SCHEME_CLAIMS = [
+    ("X-Forwarded-Ssl", "on"),
+    ("X-Forwarded-Protocol", "ssl"),
+    ("X-Forwarded-Scheme", "https"),
+    ("Front-End-Https", "on"),
+]
+SCHEME_CLAIMS = [("X-Forwarded-Proto", "https"), *OTHER_SCHEME_CLAIMS]
+ADMIN_COOKIES = {"lb_sessionid", "lb_csrftoken"}
+PLANTED_COOKIES = (
+    b"HTTP/1.1 200 OK\r\n"
+    b"Set-Cookie: theirs=1; Path=/\r\n"
+    b"Set-Cookie: =lb_sessionid=planted\r\n"
+    b"Set-Cookie: = lb_sessionid=planted; Path=/\r\n"
+    b"Set-Cookie: =\tlb_csrftoken=planted; Path=/admin\r\n"
+    b"Set-Cookie: =flavour=mango\r\n"
+    b"Set-Cookie: list=a,b; HttpOnly\r\n"
+    b"Content-Length: 2\r\n\r\nok"
+)
+
+
+@pytest.fixture(scope="module")
+def review_routes(demo_backends):
+    """Rows for the echo backend, a backend that redirects to itself, and a cookie planter."""
+    redirect = RawBackend(b"")
+    redirect.answer = lambda conn, _read: conn.sendall(
+        b"HTTP/1.1 302 Found\r\nLocation: " + redirect.url.encode() + b"/login\r\n"
+        b"Content-Length: 0\r\n\r\n"
+    )
+    planter = RawBackend(PLANTED_COOKIES)
+    yield [
+        *pool_rows("echo", [demo_backends["mango"][0]]),
+        rule_row("echo", host="echo.test"),
+        *pool_rows("redirect", [redirect.url]),
+        rule_row("redirect", host="redirect.test"),
+        *pool_rows("planter", [planter.url]),
+        rule_row("planter", host="planter.test"),
+    ]
+    redirect.close()
+    planter.close()
+
+
+def review_balancer(home, rows, **settings):
+    """Start a balancer over these rows; return it in the shape send() and echo_of() take."""
+    return SimpleNamespace(
+        balancer=Balancer(balancer_environment(home, rows, **settings), workers=1)
+    )
+
+
+@pytest.fixture(scope="module")
+def untrusting(tmp_path_factory, review_routes):
+    """A balancer that trusts no proxy, with SECURE_PROXY_SSL_HEADER on: it must change nothing."""
+    front = review_balancer(
+        tmp_path_factory.mktemp("untrusting"),
+        review_routes,
+        SECURE_PROXY_SSL_HEADER="1",
+        TRUSTED_PROXIES="",
+    )
+    yield front
+    front.balancer.stop()
+
+
+@pytest.fixture(scope="module")
+def trusting(tmp_path_factory, review_routes):
+    """A balancer behind a trusted proxy on the loopback address (the test client)."""
+    front = review_balancer(
+        tmp_path_factory.mktemp("trusting"), review_routes, TRUSTED_PROXIES="127.0.0.1"
+    )
+    yield front
+    front.balancer.stop()
+
+
+def test_a_clients_scheme_claims_never_reach_the_backend(untrusting):
+    seen = echo_of(untrusting, target="/echo", headers=SCHEME_CLAIMS)
+    assert seen_headers(seen, "X-Forwarded-Proto") == ["http"]
+    assert seen_headers(seen, "X-Forwarded-Port") == ["80"]
+    for name, _value in OTHER_SCHEME_CLAIMS:
+        assert seen_headers(seen, name) == [], name
+
+
+def test_a_clients_scheme_claims_never_change_a_rewritten_location(untrusting):
+    response, _data = send(untrusting, "GET", "/", [("Host", "redirect.test"), *SCHEME_CLAIMS])
+    assert (response.status, response.getheader("Location")) == (302, "http://redirect.test/login")
+
+
+def test_a_trusted_proxys_scheme_is_believed_and_its_claims_passed_on(trusting):
+    seen = echo_of(trusting, target="/echo", headers=SCHEME_CLAIMS)
+    assert seen_headers(seen, "X-Forwarded-Proto") == ["https"]
+    assert seen_headers(seen, "X-Forwarded-Port") == ["443"]
+    for name, value in OTHER_SCHEME_CLAIMS:
+        assert seen_headers(seen, name) == [value], name
+    response, _data = send(trusting, "GET", "/", [("Host", "redirect.test"), *SCHEME_CLAIMS])
+    assert response.getheader("Location") == "https://redirect.test/login"
+
+
+@pytest.mark.parametrize(
+    ("cookie_lines", "forwarded"),
+    [
+        ([b"theme=dark", b"lb_sessionid=secret; cart=3"], ["theme=dark; cart=3"]),
+        (
+            [b"theme=dark; list=a,b", b"lb_csrftoken=secret,lb_sessionid=secret"],
+            ["theme=dark; list=a,b"],
+        ),
+        ([b"lb_sessionid=secret", b"theme=dark"], ["theme=dark"]),
+        ([b"lb_sessionid=secret", b"lb_csrftoken=secret"], []),
+    ],
+)
+def test_admin_cookies_are_dropped_from_repeated_cookie_lines(untrusting, cookie_lines, forwarded):
+    # gunicorn joins the two lines with a comma before the balancer sees them.
+    cookies = b"".join(b"Cookie: " + line + b"\r\n" for line in cookie_lines)
+    answer = exchange(
+        untrusting.balancer.url,
+        b"GET /echo HTTP/1.1\r\nHost: echo.test\r\n" + cookies + b"Connection: close\r\n\r\n",
+    )
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 "), head
+    assert seen_headers(json.loads(body), "Cookie") == forwarded
+    assert b"secret" not in body
+
+
+def test_a_backend_cannot_plant_the_admins_cookies_as_nameless_ones(untrusting):
+    response, data = send(untrusting, "GET", "/", [("Host", "planter.test")])
+    cookies = [value for name, value in response.getheaders() if name.lower() == "set-cookie"]
+    assert (response.status, data) == (200, b"ok")
+    assert cookies == ["theirs=1; Path=/", "=flavour=mango", "list=a,b; HttpOnly"]
+
+
+@pytest.mark.parametrize(
+    ("cookie", "kept"),
+    [
+        ("theme=dark; lb_sessionid=abc; lb_csrftoken=def; cart=3", "theme=dark; cart=3"),
+        ("lb_sessionid=abc", ""),
+        ("lb_sessionid=abc; ", ""),
+        # Two Cookie lines as gunicorn joins them: a comma before a name and "=".
+        ("theme=dark,lb_sessionid=abc; cart=3", "theme=dark; cart=3"),
+        ("lb_sessionid=abc,theme=dark; cart=3", "theme=dark; cart=3"),
+        ("theme=dark; cart=3,lb_sessionid=abc", "theme=dark; cart=3"),
+        ("a=1; lb_sessionid=abc,b=2", "a=1; b=2"),
+        ("lb_sessionid=abc,lb_csrftoken=def", ""),
+        ("a=1,lb_sessionid=abc,b=2", "a=1,b=2"),
+        # Read as two lines too: a backend might split it there as well.
+        ("a=x,lb_sessionid=abc", "a=x"),
+        # A comma inside a kept value stays, and so does the rest of the spelling.
+        ("list=a,b,c; lb_sessionid=abc", "list=a,b,c"),
+        ("a=1;b=2;lb_sessionid=abc", "a=1;b=2"),
+        ("date=Mon, 01 Jan 2001;x=y; lb_sessionid=abc", "date=Mon, 01 Jan 2001;x=y"),
+        ("lb_sessionid=a,b; c=1", "c=1"),
+        (" lb_sessionid = abc ; a=1", "a=1"),
+        # Nothing to take out: the header is returned as it came.
+        ("a=1;b=2 ;; c=x,y=z", "a=1;b=2 ;; c=x,y=z"),
+        (
+            "xlb_sessionid=1; lb_sessionidx=2; LB_SESSIONID=3",
+            "xlb_sessionid=1; lb_sessionidx=2; LB_SESSIONID=3",
+        ),
+    ],
+)
+def test_without_cookies_takes_out_only_the_named_cookies(cookie, kept):
+    assert without_cookies(cookie, ADMIN_COOKIES) == kept
+
+
+@pytest.mark.parametrize(
+    ("set_cookie", "name"),
+    [
+        ("lb_sessionid=x; Path=/", "lb_sessionid"),
+        (" lb_sessionid =x", "lb_sessionid"),
+        ("theirs=1; Path=/", "theirs"),
+        # A nameless cookie goes back as its bare value, read as name=value.
+        ("=lb_sessionid=x", "lb_sessionid"),
+        (" = lb_sessionid=x; Path=/", "lb_sessionid"),
+        ("=\tlb_csrftoken=x; Path=/admin", "lb_csrftoken"),
+        ("lb_sessionid", "lb_sessionid"),
+        ("=flavour", "flavour"),
+        ("==lb_sessionid=x", ""),
+    ],
+)
+def test_cookie_name_is_the_name_the_cookie_comes_back_under(set_cookie, name):
+    assert cookie_name(set_cookie) == name
