@@ -38,7 +38,7 @@ MANGO_HOST = [host_rule("www.mango.com", "mango")]
 APPLE_PATH = [path_rule("/apple", "apple")]
 
 
-# DESIGN.md §4, row by row.
+# The example table of docs/architecture.md, "Routing semantics", row by row.
 @pytest.mark.parametrize(
     ("rules", "host", "path", "expected"),
     [
