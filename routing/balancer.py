@@ -97,6 +97,12 @@ def pool_state(pool_id):
     return state
 
 
+def all_pool_states():
+    """Return this process's state of every pool it has balanced."""
+    with _states_lock:
+        return list(_states.values())
+
+
 def available_backends(pool, state, exclude=(), now=None):
     """Return the pool's usable backends that are not cooling down or excluded."""
     now = time.monotonic() if now is None else now
@@ -116,6 +122,35 @@ def cooling_down(backend, state, now):
     if state.down_until.get(backend.id, 0) <= now:
         return False
     return backend.checked_at <= state.down_since.get(backend.id, 0)
+
+
+def cooling_backend_ids(states=None, now=None):
+    """Return the ids of the backends this process is keeping out after failures."""
+    states = all_pool_states() if states is None else states
+    now = time.monotonic() if now is None else now
+    cooling = set()
+    for state in states:
+        with state.lock:
+            cooling.update(
+                backend_id for backend_id, until in state.down_until.items() if until > now
+            )
+    return cooling
+
+
+def end_cool_downs(passed_at, states=None):
+    """End the cool-downs of backends that passed an active check after they went down.
+
+    passed_at maps backend ids to the epoch seconds of their last passing
+    check. The snapshot's checked_at does the same, but only once the table
+    is rebuilt, which a routine passing check does not cause.
+    """
+    states = all_pool_states() if states is None else states
+    for state in states:
+        with state.lock:
+            for backend_id, since in list(state.down_since.items()):
+                if passed_at.get(backend_id, 0) > since:
+                    state.down_until.pop(backend_id, None)
+                    state.down_since.pop(backend_id, None)
 
 
 def choose_backend(pool, client="", exclude=(), state=None):

@@ -81,4 +81,8 @@ def run_checks(pools=None):
         results = list(executor.map(check_backend, backends))
     for backend, result in zip(backends, results, strict=True):
         record_result(backend, result)
+    if any(result.healthy for result in results):
+        # A pass may end cool-downs that workers keep after failures; they
+        # re-read check times on this cheaper signal, not the whole table.
+        RoutingVersion.bump_health()
     return list(zip(backends, results, strict=True))

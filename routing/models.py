@@ -5,10 +5,11 @@ import os
 import re
 from urllib.parse import quote, unquote, urlsplit
 
-from django.core.exceptions import ValidationError
+from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
 from django.core.validators import MinValueValidator
 from django.db import IntegrityError, models, transaction
-from django.db.models import F
+from django.db.models import F, Q
+from django.db.models.functions import Lower
 from django.dispatch import Signal
 
 ALGORITHM_CHOICES = [
@@ -87,6 +88,12 @@ def validate_prefix(value):
         )
 
 
+def normalise_backend_url(value):
+    """Return a backend URL as its bare origin, lower-cased: HTTP://A:1/ is http://a:1."""
+    parts = urlsplit(value.strip())
+    return f"{parts.scheme}://{parts.netloc}".lower()
+
+
 def validate_backend_url(value):
     """Refuse a backend URL that is not a bare http(s) origin."""
     parts = urlsplit(value)
@@ -117,22 +124,163 @@ def validate_ca_bundle(value):
         raise ValidationError(f"No readable file at {value}.", code="ca_bundle_unreadable")
 
 
+# Values per IN (...) list when checking a batch: well inside every
+# database's limit on query parameters.
+IN_LIST_SIZE = 500
+
+
+def check_rows(rows, duplicates=True):
+    """Normalise rows of one model and refuse them, as the admin would, if one breaks a rule.
+
+    Every write calls this before it writes anything: save() and loaddata
+    through pre_save (signals.py), bulk writes and update() through
+    RoutingQuerySet. The checks that read the database (references, ties,
+    duplicates) take a query per batch, not per row. The first bad row's
+    ValidationError names its fields, with the messages the admin shows.
+    duplicates=False leaves duplicates to the database, for an upsert.
+    """
+    rows = list(rows)
+    if not rows:
+        return
+    model = type(rows[0])
+    checks = [field_errors, reference_errors, model.tie_errors]
+    if duplicates:
+        checks.append(duplicate_errors)
+    for check in checks:
+        for error in check(rows):
+            raise error
+
+
+def field_errors(rows):
+    """Check each row's own fields, then store it in its one spelling."""
+    for row in rows:
+        references = {field.name for field in row._meta.concrete_fields if field.many_to_one}
+        try:
+            row.clean_fields(exclude=references)
+        except ValidationError as error:
+            yield error
+        row.normalise()
+
+
+def reference_errors(rows):
+    """Refuse a row whose foreign key points at no row, as the field itself would."""
+    for field in rows[0]._meta.concrete_fields:
+        if not field.many_to_one:
+            continue
+        target = field.target_field.attname
+        existing = {
+            value
+            for (value,) in values_among(
+                field.related_model._base_manager.all(),
+                target,
+                {getattr(row, field.attname) for row in rows} - {None},
+                target,
+            )
+        }
+        for row in rows:
+            value = getattr(row, field.attname)
+            if value not in existing:
+                try:
+                    field.validate(value, row)  # Django's own message: null, or no such row
+                except ValidationError as error:
+                    yield ValidationError({field.name: error.error_list})
+
+
+def duplicate_errors(rows):
+    """Refuse a row whose unique fields a stored row or an earlier row of the batch has."""
+    model = type(rows[0])
+    unique_checks, _date_checks = rows[0]._get_unique_checks(include_meta_constraints=True)
+    for model_class, names in unique_checks:
+        fields = [model._meta.get_field(name) for name in names]
+        if any(field.primary_key for field in fields):
+            continue  # a row written with its primary key replaces that row (loaddata)
+        columns = [field.attname for field in fields]
+        keys = [tuple(getattr(row, column) for column in columns) for row in rows]
+        firsts = {key[0] for key in keys}
+        stored = {}
+        for *key, pk in values_among(model._base_manager.all(), columns[0], firsts, *columns, "pk"):
+            stored.setdefault(tuple(key), set()).add(pk)
+        seen = set()
+        for row, key in zip(rows, keys, strict=True):
+            if None in key:
+                continue
+            if key in seen or stored.get(key, set()) - {row.pk}:
+                error = row.unique_error_message(model_class, names)
+                yield ValidationError({names[0] if len(names) == 1 else NON_FIELD_ERRORS: error})
+            seen.add(key)
+
+
+def values_among(queryset, field, values, *columns):
+    """Return the columns of the rows whose field is one of the values, a chunk at a time."""
+    values = list(values)
+    found = []
+    for start in range(0, len(values), IN_LIST_SIZE):
+        chunk = values[start : start + IN_LIST_SIZE]
+        found += queryset.filter(**{f"{field}__in": chunk}).values_list(*columns)
+    return found
+
+
 class RoutingQuerySet(models.QuerySet):
-    """A queryset whose bulk writes bump the routing version like save() does."""
+    """A queryset whose bulk writes are checked like save() and bump the routing version.
+
+    Every row is checked before anything is written, so a bad row raises
+    ValidationError and none of the batch is stored.
+    """
 
     def update(self, **kwargs):
-        rows = super().update(**kwargs)
-        RoutingVersion.bump()
-        return rows
+        """Check each row as the update would leave it, then write the rows as checked."""
+        self._for_write = True
+        with transaction.atomic(using=self.db):
+            rows = self._rows_as_updated(kwargs)
+            check_rows(rows)
+            updated = self._unchecked().bulk_update(rows, list(kwargs)) if rows else 0
+            RoutingVersion.bump()
+        return updated
 
-    def bulk_create(self, *args, **kwargs):
-        objects = super().bulk_create(*args, **kwargs)
-        RoutingVersion.bump()
-        return objects
+    def bulk_create(self, objs, *args, **kwargs):
+        objs = list(objs)
+        upsert = kwargs.get("ignore_conflicts") or kwargs.get("update_conflicts")
+        check_rows(objs, duplicates=not upsert)
+        with transaction.atomic(using=self.db):
+            created = super().bulk_create(objs, *args, **kwargs)
+            RoutingVersion.bump()
+        return created
 
-    def bulk_update(self, *args, **kwargs):
-        rows = super().bulk_update(*args, **kwargs)
-        RoutingVersion.bump()
+    def bulk_update(self, objs, fields, *args, **kwargs):
+        objs = list(objs)
+        check_rows(objs)
+        with transaction.atomic(using=self.db):
+            # QuerySet.bulk_update writes through update(): the plain one, as
+            # these rows are checked already.
+            updated = self._unchecked().bulk_update(objs, fields, *args, **kwargs)
+            RoutingVersion.bump()
+        return updated
+
+    def _unchecked(self):
+        """Return a plain queryset of the model, to write rows that were checked."""
+        return models.QuerySet(self.model, using=self.db)
+
+    def _rows_as_updated(self, values):
+        """Return the rows an update changes, with its values set on them.
+
+        A value the database computes (an F() expression, a function) is
+        computed for each row first, so that it is checked like any other.
+        """
+        computed = {
+            f"_new_{name}": value
+            for name, value in values.items()
+            if hasattr(value, "resolve_expression")
+        }
+        rows = list(
+            self._unchecked().filter(pk__in=self.values("pk")).annotate(**computed).order_by("pk")
+        )
+        for row in rows:
+            for name, value in values.items():
+                if f"_new_{name}" in computed:
+                    field = self.model._meta.get_field(name)
+                    setattr(row, field.attname, getattr(row, f"_new_{name}"))
+                else:
+                    setattr(row, name, value)
         return rows
 
 
@@ -145,6 +293,10 @@ class RoutingVersion(models.Model):
     """A single row whose number every change to the routing rules increases."""
 
     version = models.PositiveBigIntegerField(default=0)
+    # Increased after each round of active checks in which a backend passed;
+    # workers then re-read when their cooling backends last passed, never
+    # the whole table.
+    health_version = models.PositiveBigIntegerField(default=0)
 
     SINGLETON_ID = 1
 
@@ -157,24 +309,73 @@ class RoutingVersion(models.Model):
     @classmethod
     def bump(cls):
         """Increase the version, creating its row on first use."""
-        bumped = cls.objects.filter(pk=cls.SINGLETON_ID).update(version=F("version") + 1)
-        if not bumped:
+        cls._increase("version")
+        routing_changed.send(sender=cls)
+
+    @classmethod
+    def bump_health(cls):
+        """Increase the health version: some backend passed an active check."""
+        cls._increase("health_version")
+
+    @classmethod
+    def _increase(cls, field):
+        row = cls.objects.filter(pk=cls.SINGLETON_ID)
+        if not row.update(**{field: F(field) + 1}):
             try:
                 with transaction.atomic():
-                    cls.objects.create(pk=cls.SINGLETON_ID, version=1)
+                    cls.objects.create(pk=cls.SINGLETON_ID, **{field: 1})
             except IntegrityError:  # another writer created it first
-                cls.objects.filter(pk=cls.SINGLETON_ID).update(version=F("version") + 1)
-        routing_changed.send(sender=cls)
+                row.update(**{field: F(field) + 1})
 
     @classmethod
     def current(cls):
         """Return the current version (0 before the first change)."""
-        return (
-            cls.objects.filter(pk=cls.SINGLETON_ID).values_list("version", flat=True).first() or 0
-        )
+        return cls.current_versions()[0]
+
+    @classmethod
+    def current_versions(cls):
+        """Return the current version and health version, in one query."""
+        versions = cls.objects.filter(pk=cls.SINGLETON_ID).values_list("version", "health_version")
+        return versions.first() or (0, 0)
 
 
-class Pool(models.Model):
+class RoutingModel(models.Model):
+    """A row of the routing table, checked and normalised however it is written."""
+
+    objects = RoutingQuerySet.as_manager()
+
+    class Meta:
+        abstract = True
+
+    def validate_for_write(self):
+        """Normalise this row and refuse it, as the admin's form would, if it breaks a rule."""
+        check_rows([self])
+
+    def clean(self):
+        """What a form checks beyond the fields: the one spelling, and ties with other rules."""
+        self.normalise()
+        for error in self.tie_errors([self]):
+            raise error
+
+    def normalise(self):
+        """Rewrite values into the one spelling they are stored in."""
+
+    @classmethod
+    def tie_errors(cls, rows):
+        """Yield an error for each row that would tie with a rule of another kind."""
+        return ()
+
+
+def normalised_host_constraint(model_name):
+    """The database's own guard that a host column holds its normalised spelling."""
+    return models.CheckConstraint(
+        condition=Q(host=Lower("host")) & ~Q(host__endswith="."),
+        name=f"{model_name}_host_normalised",
+        violation_error_message="A host is stored lower-case, without a trailing dot.",
+    )
+
+
+class Pool(RoutingModel):
     """A named group of backend servers that serve the same application."""
 
     name = models.SlugField(
@@ -267,7 +468,7 @@ class Pool(models.Model):
         return (self.tls_ca_bundle or True) if self.tls_verify else False
 
 
-class Backend(models.Model):
+class Backend(RoutingModel):
     """One server of a pool, reached at a base URL."""
 
     pool = models.ForeignKey(Pool, on_delete=models.CASCADE, related_name="backends")
@@ -293,23 +494,27 @@ class Backend(models.Model):
     last_error = models.CharField(max_length=500, blank=True)
     latency_ms = models.FloatField("latency (ms)", null=True, blank=True)
 
-    objects = RoutingQuerySet.as_manager()
-
     class Meta:
         ordering = ["pool__name", "url"]
         constraints = [
             models.UniqueConstraint(fields=["pool", "url"], name="backend_unique_url_per_pool"),
+            models.CheckConstraint(
+                condition=Q(url=Lower("url"))
+                & (Q(url__startswith="http://") | Q(url__startswith="https://")),
+                name="backend_url_normalised",
+                violation_error_message="A backend URL is stored as a lower-case "
+                "http:// or https:// origin.",
+            ),
         ]
 
     def __str__(self):
         return f"{self.url} ({self.pool})"
 
-    def clean(self):
-        parts = urlsplit(self.url.strip())
-        self.url = f"{parts.scheme}://{parts.netloc}".lower()
+    def normalise(self):
+        self.url = normalise_backend_url(self.url)
 
 
-class Rule(models.Model):
+class Rule(RoutingModel):
     """What host and path rules share: a target pool and how to forward."""
 
     pool = models.ForeignKey(
@@ -323,8 +528,6 @@ class Rule(models.Model):
         default=False,
         help_text="Send the client's Host header to the backend instead of the backend's own host.",
     )
-
-    objects = RoutingQuerySet.as_manager()
 
     class Meta:
         abstract = True
@@ -343,22 +546,33 @@ class HostRule(Rule):
 
     class Meta:
         ordering = ["host"]
+        constraints = [normalised_host_constraint("hostrule")]
 
     def __str__(self):
         return f"{self.host} → {self.pool}"
 
-    def clean(self):
+    def normalise(self):
         self.host = normalise_host_pattern(self.host)
-        if PathRule.objects.filter(host=self.host, prefix="/").exists():
-            raise ValidationError(
-                {
-                    "host": ValidationError(
-                        f"A path rule with prefix / for {self.host} already "
-                        "exists; the two would tie.",
-                        code="ties_with_path_rule",
-                    )
-                }
-            )
+
+    @classmethod
+    def tie_errors(cls, rows):
+        """Refuse a host rule for a host that has a path rule with prefix /."""
+        hosts = {row.host for row in rows}
+        tied = {
+            host
+            for (host,) in values_among(PathRule.objects.filter(prefix="/"), "host", hosts, "host")
+        }
+        for row in rows:
+            if row.host in tied:
+                yield ValidationError(
+                    {
+                        "host": ValidationError(
+                            f"A path rule with prefix / for {row.host} already "
+                            "exists; the two would tie.",
+                            code="ties_with_path_rule",
+                        )
+                    }
+                )
 
 
 class PathRule(Rule):
@@ -387,23 +601,38 @@ class PathRule(Rule):
         ordering = ["host", "prefix"]
         constraints = [
             models.UniqueConstraint(fields=["host", "prefix"], name="pathrule_unique_host_prefix"),
+            normalised_host_constraint("pathrule"),
+            models.CheckConstraint(
+                condition=Q(prefix__startswith="/") & (Q(prefix="/") | ~Q(prefix__endswith="/")),
+                name="pathrule_prefix_canonical",
+                violation_error_message="A prefix is stored starting with '/' and "
+                "without a trailing '/'.",
+            ),
         ]
 
     def __str__(self):
         return f"{self.host or '*'}{self.prefix} → {self.pool}"
 
-    def clean(self):
+    def normalise(self):
         self.host = normalise_host_pattern(self.host)
         with contextlib.suppress(ValidationError):  # a bad prefix is the field's error
             validate_prefix(self.prefix)
             self.prefix = canonical_prefix(self.prefix)
-        if self.host and self.prefix == "/" and HostRule.objects.filter(host=self.host).exists():
-            raise ValidationError(
-                {
-                    "prefix": ValidationError(
-                        f"A host rule for {self.host} already exists; a path "
-                        "rule with prefix / on that host would tie with it.",
-                        code="ties_with_host_rule",
-                    )
-                }
-            )
+
+    @classmethod
+    def tie_errors(cls, rows):
+        """Refuse a path rule with prefix / on a host that has a host rule."""
+        roots = [row for row in rows if row.host and row.prefix == "/"]
+        hosts = {row.host for row in roots}
+        tied = {host for (host,) in values_among(HostRule.objects.all(), "host", hosts, "host")}
+        for row in roots:
+            if row.host in tied:
+                yield ValidationError(
+                    {
+                        "prefix": ValidationError(
+                            f"A host rule for {row.host} already exists; a path "
+                            "rule with prefix / on that host would tie with it.",
+                            code="ties_with_host_rule",
+                        )
+                    }
+                )

@@ -3,7 +3,9 @@
 Warm requests read the cached snapshot and never query. Every write bumps
 RoutingVersion; a small background thread in each process polls that number
 and rebuilds the snapshot when it moves, so an admin edit reaches every worker
-and every instance without touching the request path.
+and every instance without touching the request path. When only the health
+version moved (a backend passed an active check), the thread re-reads just
+when this process's cooling backends last passed, and ends their cool-downs.
 """
 
 import contextlib
@@ -14,7 +16,7 @@ import time
 from django.conf import settings
 from django.db import close_old_connections, connection
 
-from . import snapshot
+from . import balancer, snapshot
 from .models import Backend, HostRule, PathRule, Pool, RoutingVersion, prefix_segments
 
 logger = logging.getLogger(__name__)
@@ -22,6 +24,11 @@ logger = logging.getLogger(__name__)
 _table = None
 _lock = threading.Lock()
 _refresher = None
+# Increased by every clear. A build that a clear overtook may have read rows
+# the clearing change made stale: its table serves only the request that built it.
+_generation = 0
+# The health version this process last acted on (None: not yet looked).
+_health_version = None
 
 
 def build_route_table():
@@ -114,13 +121,17 @@ def refresh_route_table():
 
 def _build_and_install():
     global _table
-    _table = build_route_table()
-    return _table
+    generation = _generation
+    table = build_route_table()
+    if generation == _generation:
+        _table = table
+    return table
 
 
 def clear_route_table():
     """Forget the cached table so the next request builds a fresh one."""
-    global _table
+    global _table, _generation
+    _generation += 1
     _table = None
 
 
@@ -154,11 +165,16 @@ def watch_routing_version(interval):
 
 
 def refresh_if_changed():
-    """Rebuild the table if the version in the database is not the table's."""
+    """Rebuild the table if the version moved; end cool-downs if only the health version did."""
+    global _health_version
     try:
         table = _table
-        if table is None or RoutingVersion.current() != table.version:
-            refresh_route_table()
+        version, health_version = RoutingVersion.current_versions()
+        if table is None or version != table.version:
+            refresh_route_table()  # its backends' check times are as new as health_version
+        elif health_version != _health_version:
+            end_cool_downs_after_passed_checks()
+        _health_version = health_version
     except Exception:
         # A database hiccup must not stop the refresher: keep serving the last
         # good table, drop the connection, and try again on the next tick.
@@ -168,3 +184,14 @@ def refresh_if_changed():
     finally:
         with contextlib.suppress(Exception):
             close_old_connections()
+
+
+def end_cool_downs_after_passed_checks():
+    """End this process's cool-downs of backends that passed an active check since."""
+    cooling = balancer.cooling_backend_ids()
+    if not cooling:
+        return
+    passed = Backend.objects.filter(pk__in=cooling, healthy=True, last_checked__isnull=False)
+    balancer.end_cool_downs(
+        {pk: checked.timestamp() for pk, checked in passed.values_list("pk", "last_checked")}
+    )

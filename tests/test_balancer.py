@@ -11,6 +11,8 @@ from routing.balancer import (
     PoolState,
     available_backends,
     choose_backend,
+    cooling_backend_ids,
+    end_cool_downs,
     record_failure,
     record_success,
 )
@@ -163,3 +165,16 @@ def test_a_passing_health_check_ends_the_cool_down_early():
     assert available_backends(checked_before, state, now=101) == []
     revived = pool_of(Backend(1, "http://a:1", checked_at=2001.0))
     assert available_backends(revived, state, now=101) == [revived.backends[0]]
+
+
+def test_a_check_passed_after_the_failures_ends_the_cool_down_without_a_new_snapshot():
+    a, b = Backend(1, "http://a:1"), Backend(2, "http://b:1")
+    pool = pool_of(a, b, max_fails=1, fail_timeout=30)
+    state = PoolState()
+    record_failure(pool, a, state, now=100, wall_clock=2000.0)
+    record_failure(pool, b, state, now=100, wall_clock=2000.0)
+    assert cooling_backend_ids([state], now=101) == {1, 2}
+    end_cool_downs({1: 1999.0, 2: 2001.0}, [state])  # only b passed after it went down
+    assert available_backends(pool, state, now=101) == [b]
+    assert cooling_backend_ids([state], now=101) == {1}
+    assert cooling_backend_ids([state], now=131) == set()

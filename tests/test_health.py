@@ -96,3 +96,19 @@ def test_a_check_that_cannot_even_start_marks_the_backend_down(pool, tmp_path):
     run_checks()
     backend.refresh_from_db()
     assert not backend.healthy and "CA" in backend.last_error
+
+
+def test_a_passing_check_moves_the_health_version_but_not_the_routing_version(
+    pool, demo_backends, closed_port_url
+):
+    down = Backend.objects.create(pool=pool, url=closed_port_url)
+    run_checks()  # down: the routing version moves, the health version does not
+    versions = RoutingVersion.current_versions()
+    run_checks()
+    assert RoutingVersion.current_versions() == versions
+    Backend.objects.create(pool=pool, url=demo_backends["mango"][0])
+    down.delete()
+    version, health_version = RoutingVersion.current_versions()
+    run_checks()
+    run_checks()
+    assert RoutingVersion.current_versions() == (version, health_version + 2)

@@ -1,10 +1,19 @@
 """The database guards the rules: validation, constraints and the routing version."""
 
-import pytest
-from django.core.exceptions import ValidationError
-from django.db.models import ProtectedError
+import json
 
+import pytest
+from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
+from django.core.management import call_command
+from django.db import IntegrityError, connection, transaction
+from django.db.models import F, ProtectedError, Value
+from django.db.models.functions import Concat
+from django.test.utils import CaptureQueriesContext
+
+from routing.health import CheckResult, record_result
 from routing.models import Backend, HostRule, PathRule, Pool, RoutingVersion
+from routing.resolver import normalise_host, resolve
+from routing.table import get_route_table
 
 pytestmark = pytest.mark.django_db
 
@@ -192,3 +201,258 @@ def test_backend_url_is_stored_as_a_bare_origin(mango):
 
 def test_host_with_a_newline_is_refused(mango):
     assert "invalid_host" in error_codes(HostRule(host="www\n.mango.com", pool=mango))
+
+
+# Every way a row reaches the database runs the same checks as the admin's
+# form: bad rows are refused with the admin's message, unnormalised ones are
+# stored in their one spelling.
+
+
+@pytest.fixture
+def routing_rows(mango):
+    """One row of each kind, for the writes that change an existing row."""
+    return {
+        Backend: Backend.objects.create(pool=mango, url="http://127.0.0.1:1"),
+        HostRule: HostRule.objects.create(host="www.kiwi.com", pool=mango),
+        PathRule: PathRule.objects.create(prefix="/", host="www.lime.com", pool=mango),
+    }
+
+
+def write_with_create(model, fields, row, pool, tmp_path):
+    model.objects.create(pool=pool, **fields)
+
+
+def write_with_save(model, fields, row, pool, tmp_path):
+    model(pool=pool, **fields).save()
+
+
+def write_with_loaddata(model, fields, row, pool, tmp_path):
+    fixture = tmp_path / "rows.json"
+    label = model._meta.label_lower
+    fixture.write_text(json.dumps([{"model": label, "fields": {"pool": pool.pk, **fields}}]))
+    call_command("loaddata", str(fixture), verbosity=0)
+
+
+def write_with_bulk_create(model, fields, row, pool, tmp_path):
+    model.objects.bulk_create([model(pool=pool, **fields)])
+
+
+def write_with_update(model, fields, row, pool, tmp_path):
+    model.objects.filter(pk=row.pk).update(**fields)
+
+
+def write_with_bulk_update(model, fields, row, pool, tmp_path):
+    for name, value in fields.items():
+        setattr(row, name, value)
+    model.objects.bulk_update([row], list(fields))
+
+
+WRITE_PATHS = [
+    write_with_create,
+    write_with_save,
+    write_with_loaddata,
+    write_with_bulk_create,
+    write_with_update,
+    write_with_bulk_update,
+]
+
+
+def stored_rows():
+    """Everything the routing tables hold, and their version."""
+    return [
+        [*model.objects.order_by("pk").values()] for model in (Pool, Backend, HostRule, PathRule)
+    ] + [RoutingVersion.current()]
+
+
+@pytest.mark.parametrize("write", WRITE_PATHS)
+@pytest.mark.parametrize(
+    ("model", "fields", "field", "code"),
+    [
+        (HostRule, {"host": "www.mango.com:8000"}, "host", "invalid_host"),
+        (HostRule, {"host": "*.com"}, "host", "wildcard_too_broad"),
+        (HostRule, {"host": "WWW.Lime.COM."}, "host", "ties_with_path_rule"),
+        (PathRule, {"prefix": "mango"}, "prefix", "prefix_without_slash"),
+        (PathRule, {"prefix": "/a/%2e%2e/b"}, "prefix", "prefix_bad_segment"),
+        (PathRule, {"host": "www.kiwi.com", "prefix": "/"}, "prefix", "ties_with_host_rule"),
+        (PathRule, {"host": "http://www.mango.com", "prefix": "/x"}, "host", "invalid_host"),
+        (Backend, {"url": "http://127.0.0.1:8081/app"}, "url", "backend_url_path"),
+        (Backend, {"url": "ftp://127.0.0.1:21"}, "url", "invalid_backend_url"),
+    ],
+    ids=[
+        "host-with-port",
+        "wildcard-too-broad",
+        "host-ties-with-path-rule",
+        "prefix-without-slash",
+        "prefix-dot-segment",
+        "prefix-ties-with-host-rule",
+        "path-rule-host-with-scheme",
+        "url-with-path",
+        "url-not-http",
+    ],
+)
+def test_every_write_path_refuses_a_bad_row_and_stores_nothing(
+    mango, routing_rows, tmp_path, write, model, fields, field, code
+):
+    before = stored_rows()
+    with pytest.raises(ValidationError) as caught:
+        write(model, fields, routing_rows[model], mango, tmp_path)
+    assert code in {error.code for error in caught.value.error_dict[field]}
+    assert stored_rows() == before
+
+
+@pytest.mark.parametrize("write", WRITE_PATHS)
+@pytest.mark.parametrize(
+    ("model", "fields", "stored"),
+    [
+        (HostRule, {"host": "WWW.Mango.COM."}, {"host": "www.mango.com"}),
+        (
+            PathRule,
+            {"host": " *.Mango.COM.", "prefix": "/%6Dango/"},
+            {"host": "*.mango.com", "prefix": "/mango"},
+        ),
+        (Backend, {"url": "HTTP://Example.COM:8081/"}, {"url": "http://example.com:8081"}),
+    ],
+    ids=["host", "path-rule", "backend-url"],
+)
+def test_every_write_path_stores_a_row_in_its_one_spelling(
+    mango, routing_rows, tmp_path, write, model, fields, stored
+):
+    write(model, fields, routing_rows[model], mango, tmp_path)
+    assert model.objects.filter(**stored).count() == 1
+
+
+def test_a_host_rule_created_unnormalised_serves_its_host(mango):
+    Backend.objects.create(pool=mango, url="http://127.0.0.1:8081")
+    HostRule.objects.create(host="WWW.Mango.COM.", pool=mango)
+    match = resolve(get_route_table(), normalise_host("www.mango.com"), "/")
+    assert match is not None and match.route.pool.name == "mango"
+
+
+def test_a_bad_row_in_a_fixture_names_its_field_and_loads_nothing(mango, tmp_path):
+    fixture = tmp_path / "routes.json"
+    fixture.write_text(
+        json.dumps(
+            [
+                {
+                    "model": "routing.hostrule",
+                    "fields": {"host": "www.good.com", "pool": ["mango"]},
+                },
+                {"model": "routing.pathrule", "fields": {"prefix": "apple", "pool": ["mango"]}},
+            ]
+        )
+    )
+    with pytest.raises(ValidationError) as caught:
+        call_command("loaddata", str(fixture), verbosity=0)
+    assert caught.value.message_dict == {"prefix": ["A prefix starts with '/', e.g. /mango."]}
+    assert not HostRule.objects.exists()
+
+
+def test_loading_a_fixture_again_overwrites_its_rows():
+    call_command("loaddata", "fruit_routes", verbosity=0)
+    HostRule.objects.filter(host="www.mango.com").update(enabled=False)
+    call_command("loaddata", "fruit_routes", verbosity=0)
+    assert HostRule.objects.get(host="www.mango.com").enabled
+
+
+@pytest.mark.parametrize(
+    ("change", "field", "code"),
+    [
+        ({"max_attempts": F("max_attempts") - 3}, "max_attempts", "min_value"),
+        ({"name": Concat(F("name"), Value(" pool"))}, "name", "invalid"),
+    ],
+    ids=["below-minimum", "not-a-slug"],
+)
+def test_an_update_computed_by_the_database_is_checked_row_by_row(mango, change, field, code):
+    Pool.objects.create(name="apple", max_attempts=5)
+    before = stored_rows()
+    with pytest.raises(ValidationError) as caught:
+        Pool.objects.update(**change)
+    assert code in {error.code for error in caught.value.error_dict[field]}
+    assert stored_rows() == before
+    Pool.objects.filter(name="apple").update(max_attempts=F("max_attempts") - 3)
+    assert Pool.objects.get(name="apple").max_attempts == 2
+
+
+def test_an_update_of_many_rows_returns_how_many_it_changed(mango, routing_rows):
+    Backend.objects.create(pool=mango, url="http://127.0.0.1:2")
+    assert Backend.objects.filter(pool=mango).update(weight=0) == 2
+    assert Backend.objects.filter(pool=mango, weight=0).count() == 2
+    assert Backend.objects.filter(pool__name="none").update(weight=3) == 0
+
+
+def test_health_results_are_written_without_the_configuration_checks(mango):
+    backend = Backend.objects.create(pool=mango, url="http://127.0.0.1:1")
+    with CaptureQueriesContext(connection) as queries:
+        record_result(backend, CheckResult(True, latency_ms=1.0))
+    assert len(queries) == 1  # one UPDATE: no reads, no version bump
+
+
+@pytest.mark.parametrize(
+    ("model", "fields"),
+    [
+        (HostRule, {"host": "WWW.mango.com"}),
+        (HostRule, {"host": "www.mango.com."}),
+        (PathRule, {"host": "Www.mango.com", "prefix": "/x"}),
+        (PathRule, {"prefix": "mango"}),
+        (PathRule, {"prefix": "/mango/"}),
+        (Backend, {"url": "HTTP://127.0.0.1:1"}),
+        (Backend, {"url": "ftp://127.0.0.1:1"}),
+    ],
+)
+def test_the_database_refuses_unnormalised_rows_written_around_the_models(mango, model, fields):
+    with pytest.raises(IntegrityError), transaction.atomic():
+        model._base_manager.bulk_create([model(pool=mango, **fields)])
+
+
+@pytest.mark.parametrize("write", WRITE_PATHS[:4])
+@pytest.mark.parametrize(
+    ("model", "fields", "field", "code"),
+    [
+        (HostRule, {"host": "WWW.Kiwi.COM"}, "host", "unique"),
+        (PathRule, {"host": "www.lime.com", "prefix": "/"}, NON_FIELD_ERRORS, "unique_together"),
+        (Backend, {"url": "http://127.0.0.1:1/"}, NON_FIELD_ERRORS, "unique_together"),
+    ],
+    ids=["host", "host-and-prefix", "pool-and-url"],
+)
+def test_every_write_path_refuses_a_duplicate_in_its_one_spelling(
+    mango, routing_rows, tmp_path, write, model, fields, field, code
+):
+    before = stored_rows()
+    with pytest.raises(ValidationError) as caught:
+        write(model, fields, None, mango, tmp_path)
+    assert code in {error.code for error in caught.value.error_dict[field]}
+    assert stored_rows() == before
+
+
+def test_duplicates_within_one_batch_are_refused(mango):
+    with pytest.raises(ValidationError, match="already exists"):
+        HostRule.objects.bulk_create(
+            [HostRule(host="www.a.com", pool=mango), HostRule(host="WWW.A.COM", pool=mango)]
+        )
+    PathRule.objects.create(prefix="/a", pool=mango)
+    rule = PathRule.objects.create(prefix="/b", pool=mango)
+    with pytest.raises(ValidationError, match="already exists"):
+        PathRule.objects.filter(pk=rule.pk).update(prefix="/%61")
+    assert not HostRule.objects.exists()
+    assert PathRule.objects.get(pk=rule.pk).prefix == "/b"
+
+
+def test_a_row_needs_a_pool_that_exists(mango):
+    with pytest.raises(ValidationError) as caught:
+        HostRule.objects.create(host="www.mango.com", pool_id=mango.pk + 1000)
+    assert caught.value.message_dict == {
+        "pool": [f"pool instance with id {mango.pk + 1000} is not a valid choice."]
+    }
+    with pytest.raises(ValidationError) as caught:
+        HostRule.objects.bulk_create([HostRule(host="www.mango.com")])
+    assert caught.value.message_dict == {"pool": ["This field cannot be null."]}
+
+
+def test_an_upsert_meets_the_stored_row_by_its_one_spelling(mango, routing_rows):
+    HostRule.objects.bulk_create(
+        [HostRule(host="WWW.Kiwi.COM.", pool=mango, enabled=False)],
+        update_conflicts=True,
+        unique_fields=["host"],
+        update_fields=["enabled"],
+    )
+    assert list(HostRule.objects.values_list("host", "enabled")) == [("www.kiwi.com", False)]

@@ -146,10 +146,12 @@ def test_system_checks_warn_about_routing_that_cannot_work(settings):
     HostRule.objects.create(host="www.empty.com", pool=empty)
     assert routing_warnings() == {"routing.W001"}
     Backend.objects.create(pool=empty, url="http://127.0.0.1:1")
-    PathRule.objects.bulk_create(  # bulk_create skips validation, as loaddata does
+    # Written around the model layer, as raw SQL would be: its writes refuse
+    # such a pair, and the database's constraints cannot tell the spellings apart.
+    PathRule._base_manager.bulk_create(
         [
             PathRule(prefix="/a", pool=empty),
-            PathRule(prefix="/%61/", host="", pool=empty),
+            PathRule(prefix="/%61", host="", pool=empty),
         ]
     )
     assert routing_warnings() == {"routing.W002"}

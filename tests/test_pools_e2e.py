@@ -22,6 +22,7 @@ from .conftest import (
     RawBackend,
     balancer_environment,
     listening_socket,
+    manage,
     pool_rows,
     reset,
     rule_row,
@@ -308,3 +309,39 @@ def test_in_flight_request_finishes_when_the_balancer_shuts_down(tmp_path):
     finally:
         stop(slow)
         sock.close()
+
+
+def test_a_passing_health_check_ends_a_cool_down_on_every_worker(tmp_path):
+    backend = KillableBackend("gamma")
+    balancer = None
+    try:
+        rows = [
+            *pool_rows("cool", [backend.url], max_fails=1, fail_timeout=60),
+            rule_row("cool", host="cool.test"),
+        ]
+        env = balancer_environment(tmp_path, rows)
+        balancer = Balancer(env, workers=2)
+
+        def get():
+            return requests.get(balancer.url, headers={"Host": "cool.test"}, timeout=10)
+
+        assert get().text == backend.message
+        backend.kill()
+        # Each worker fails once (502), then keeps the backend out for a minute (503).
+        wait_for(
+            lambda: all(get().status_code == 503 for _ in range(20)),
+            "a worker never cooled the dead backend down",
+        )
+        backend.start()
+        # No checker ran while it was dead: it was healthy all along, so this
+        # passing check changes no health and bumps no routing version.
+        manage(env, "healthcheck")
+        wait_for(
+            lambda: all(get().text == backend.message for _ in range(20)),
+            "a worker still keeps out a backend that passed its health check",
+        )
+    finally:
+        if balancer is not None:
+            balancer.stop()
+        if backend.process.poll() is None:
+            backend.kill()
