@@ -415,7 +415,8 @@ class Pool(RoutingModel):
     read_timeout = models.FloatField(
         default=10.0,
         validators=[MinValueValidator(0.001)],
-        help_text="Seconds to wait for each read from a backend, e.g. 10.",
+        help_text="Seconds a backend has for its response head (status line and "
+        "headers, in all), then for each wait for body bytes, e.g. 10.",
     )
     tls_verify = models.BooleanField(
         "verify TLS certificates",

@@ -1,13 +1,16 @@
 """The one transport: forward a request to a backend with requests, streaming both ways."""
 
 import http.client
+import io
 import logging
 import re
+import time
 
 import requests
 import urllib3
 from django.conf import settings
 from django.http import StreamingHttpResponse
+from gunicorn.http.errors import ParseException
 from requests.adapters import HTTPAdapter
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.util import SKIP_HEADER
@@ -25,6 +28,10 @@ CHUNK_SIZE = 64 * 1024
 REASON_RE = re.compile(r"[\t \x21-\x7e\x80-\xff]+")
 POOL_CONNECTIONS = 32
 POOL_MAXSIZE = 64
+# A read held to a deadline may end this much past it rather than pay a
+# system call to shrink the socket's timeout: a head that comes in one read
+# (nearly every head) costs none.
+DEADLINE_LEEWAY = 0.01
 
 
 class InvalidUpstreamResponse(requests.RequestException):
@@ -35,12 +42,33 @@ class BodyTooLarge(Exception):
     """The client's body is larger than MAX_BODY_SIZE."""
 
 
-class ClientBodyIncomplete(Exception):
+class UnsupportedRequestCoding(Exception):
+    """The client's body has a transfer coding other than chunked (RFC 9112 §6.1: 501)."""
+
+
+class ClientBodyError(Exception):
+    """The client's body cannot be forwarded whole: the request fails as the client's (400)."""
+
+
+class ClientBodyIncomplete(ClientBodyError):
     """The client's body ended before its Content-Length, or its connection broke."""
+
+
+class ClientBodyMalformed(ClientBodyError):
+    """The client's chunked framing is broken: a bad chunk size, extension or terminator."""
 
 
 class MalformedResponseHeader(http.client.HTTPException):
     """A backend's header line is not `name: value` (RFC 9112 §5), or is folded."""
+
+
+class UnsupportedResponseCoding(http.client.HTTPException):
+    """A backend's Transfer-Encoding is not plain chunked: the body cannot be passed on."""
+
+
+def transfer_codings(values):
+    """Return the transfer codings that Transfer-Encoding values list, lower-cased, in order."""
+    return [coding.strip(" \t").lower() for value in values for coding in value.split(",")]
 
 
 def header_lines(fp):
@@ -77,19 +105,87 @@ def read_response_headers(fp):
     return message
 
 
+class DeadlineReader(io.RawIOBase):
+    """A socket's reader that can hold every read to one deadline.
+
+    While a deadline is set, each read from the socket waits only for the
+    time left before it, so a backend that sends a byte at a time cannot
+    stretch the whole past the deadline; past it, a read raises TimeoutError
+    as the socket's own timeout does, which urllib3 reports as a read
+    timeout. A socket timeout, not a thread or a signal, so it works the same
+    under gevent.
+    """
+
+    def __init__(self, raw, sock):
+        self.raw = raw
+        self.sock = sock
+        self.deadline = None
+        self.timeout = self.read_timeout = None
+
+    def start_deadline(self):
+        """Let the reads from now on take the socket's timeout together, not each."""
+        self.timeout = self.read_timeout = self.sock.gettimeout()
+        if self.timeout is not None:
+            self.deadline = time.monotonic() + self.timeout
+
+    def end_deadline(self):
+        """Give each read the socket's whole timeout again."""
+        self.deadline = None
+        if self.timeout != self.read_timeout:
+            self.sock.settimeout(self.read_timeout)
+            self.timeout = self.read_timeout
+
+    def readinto(self, buffer):
+        if self.deadline is not None:
+            left = self.deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("timed out")
+            if left < self.timeout - DEADLINE_LEEWAY:
+                self.sock.settimeout(left)
+                self.timeout = left
+        return self.raw.readinto(buffer)
+
+    def readable(self):
+        return True
+
+    def fileno(self):
+        return self.raw.fileno()
+
+    def close(self):
+        if not self.closed:
+            self.raw.close()
+        super().close()
+
+
 class FinalResponse(http.client.HTTPResponse):
     """http.client's response, with a fast strict header parser and no 1xx taken as final.
 
-    begin() is http.client's own, but for two changes: every 1xx interim
+    begin() is http.client's own, but for these changes: every 1xx interim
     answer is skipped, not only 100 (a 103 Early Hints or 102 Processing must
     never be taken for the final response; 101 is left alone, since an
-    Upgrade is never forwarded), and headers are read by
-    read_response_headers().
+    Upgrade is never forwarded); headers are read by read_response_headers();
+    a transfer coding other than chunked is refused; and the socket's timeout
+    (urllib3 sets the read timeout) bounds the whole head, interim answers
+    included, not each read of it. The body's reads get the timeout each.
     """
+
+    def __init__(self, sock, *args, **kwargs):
+        super().__init__(sock, *args, **kwargs)
+        # The same socket reader under a buffer of the same size, with a
+        # deadline in between; detached, the first buffer closes nothing.
+        self.reader = DeadlineReader(self.fp.detach(), sock)
+        self.fp = io.BufferedReader(self.reader)
 
     def begin(self):
         if self.headers is not None:
             return
+        self.reader.start_deadline()
+        try:
+            self.read_head()
+        finally:
+            self.reader.end_deadline()
+
+    def read_head(self):
         while True:
             version, status, reason = self._read_status()
             if not 100 <= status < 200 or status == 101:
@@ -105,8 +201,12 @@ class FinalResponse(http.client.HTTPResponse):
         else:
             raise http.client.UnknownProtocol(version)
         self.headers = self.msg = read_response_headers(self.fp)
-        transfer_encoding = self.headers.get("transfer-encoding")
-        self.chunked = bool(transfer_encoding) and transfer_encoding.lower() == "chunked"
+        codings = transfer_codings(self.headers.get_all("transfer-encoding", ()))
+        if codings not in ([], ["chunked"]):
+            # Transfer-Encoding is hop-by-hop: the client would get the coded
+            # bytes with nothing saying how they are coded.
+            raise UnsupportedResponseCoding(f"Transfer-Encoding {', '.join(codings)}")
+        self.chunked = bool(codings)
         if self.chunked:
             self.chunk_left = None
         self.will_close = self._check_close()
@@ -285,9 +385,15 @@ def request_body(meta):
     """Return the request body to stream from the WSGI input, or None.
 
     Raises BodyTooLarge at once when Content-Length is over the limit; the
-    body itself raises it when a chunked body grows past the limit.
+    body itself raises it when a chunked body grows past the limit. Raises
+    UnsupportedRequestCoding for a transfer coding other than chunked.
     """
     stream = meta["wsgi.input"]
+    transfer_encoding = meta.get("HTTP_TRANSFER_ENCODING")
+    if transfer_encoding is not None and transfer_codings([transfer_encoding]) != ["chunked"]:
+        # gunicorn undoes the chunked framing and lets `gzip, chunked` and the
+        # like through: forwarded, the codings would be lost on the way.
+        raise UnsupportedRequestCoding(transfer_encoding)
     length = meta.get("CONTENT_LENGTH")
     if length:
         if int(length) > settings.MAX_BODY_SIZE:
@@ -303,8 +409,9 @@ def request_body(meta):
 class RequestBody:
     """The client's body, read in chunks while the upstream request is being sent.
 
-    A body that ends early or breaks off raises ClientBodyIncomplete, which
-    is no OSError: urllib3 lets it through and drops the upstream connection,
+    A body that ends early or breaks off raises ClientBodyIncomplete, one
+    whose chunked framing is broken ClientBodyMalformed. Neither is an
+    OSError: urllib3 lets them through and drops the upstream connection,
     so the backend never takes the next request's bytes for the missing ones.
     """
 
@@ -320,6 +427,8 @@ class RequestBody:
                 yield from self.read_exactly()
         except OSError as error:  # the client went away; gunicorn's NoMoreData too
             raise ClientBodyIncomplete(str(error) or type(error).__name__) from error
+        except ParseException as error:  # gunicorn undoes the chunked framing as it is read
+            raise ClientBodyMalformed(str(error) or type(error).__name__) from error
 
     def read_exactly(self):
         remaining = self.length
@@ -436,7 +545,8 @@ def forward(request, match, backend, on_close=None):
     """Send the request to the backend and return its streaming response.
 
     Raises requests' exceptions when the backend cannot be reached or answers
-    badly, and BodyTooLarge. on_close runs once the response is done with.
+    badly, and BodyTooLarge, UnsupportedRequestCoding and ClientBodyError for
+    the client's body. on_close runs once the response is done with.
     """
     upstream_request = requests.PreparedRequest()
     upstream_request.method = request.method

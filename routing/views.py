@@ -7,7 +7,13 @@ from django.views.decorators.csrf import csrf_exempt
 
 from .attempts import NoBackendAvailable, UpstreamFailed, send_to_pool
 from .observe import Exchange
-from .proxy import BodyTooLarge, ClientBodyIncomplete, client_address, raw_target
+from .proxy import (
+    BodyTooLarge,
+    ClientBodyError,
+    UnsupportedRequestCoding,
+    client_address,
+    raw_target,
+)
 from .resolver import resolve, split_target
 from .table import get_route_table
 
@@ -18,6 +24,7 @@ ERROR_BODIES = {
     403: "Forbidden",
     404: "Not Found",
     413: "Payload Too Large",
+    501: "Not Implemented",
     502: "Bad Gateway",
     503: "No backend servers available.",
     504: "Gateway Timeout",
@@ -64,7 +71,11 @@ def serve(request, host, exchange):
     except BodyTooLarge:
         exchange.backend = "-"
         return error_response(413)
-    except ClientBodyIncomplete as error:
+    except UnsupportedRequestCoding as error:
+        exchange.backend = "-"
+        exchange.cause = f"transfer coding: {error}"
+        return error_response(501)
+    except ClientBodyError as error:
         exchange.cause = f"client body: {error}"
         return error_response(400)
     except UpstreamFailed as failure:

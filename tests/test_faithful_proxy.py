@@ -44,6 +44,14 @@ HTTPBIN_GUNICORN = os.environ.get(
     "HTTPBIN_GUNICORN", str(PROJECT_ROOT / ".venv-httpbin/bin/gunicorn")
 )
 
+
+def chunked(body):
+    """Frame a body as one chunk and the last chunk."""
+    return f"{len(body):x}\r\n".encode() + body + b"\r\n0\r\n\r\n"
+
+
+GZIPPED = gzip.compress(b"zipped", mtime=0)
+
 RAW_ANSWERS = {
     "garbage": b"THIS IS NOT HTTP\r\n\r\n",
     "framing": b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n"
@@ -65,6 +73,12 @@ RAW_ANSWERS = {
     # An interim answer's headers are skipped, whatever their shape.
     "folded-hints": b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>;\r\n rel=preload\r\n\r\n"
     b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfinal",
+    # Transfer-Encoding is hop-by-hop: passed on as plain chunked, a gzip coding
+    # would reach the client as gzip bytes with nothing saying so.
+    "gzip-chunked": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"
+    + chunked(GZIPPED),
+    "split-codings": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n"
+    b"\r\n" + chunked(GZIPPED),
     "hop-by-hop": b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: X-Internal\r\n"
     b"X-Internal: secret\r\nKeep-Alive: timeout=5\r\nProxy-Authenticate: Basic\r\n"
     b"Upgrade: h2c\r\nTrailer: X-T\r\nDate: Mon, 01 Jan 2001 00:00:00 GMT\r\n"
@@ -88,6 +102,46 @@ def reset_mid_body(conn, _read):
     conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\n\r\n" + b"x" * 100_000)
     time.sleep(0.2)
     reset(conn)
+
+
+# Backends that are never silent for a whole read timeout, yet take far longer.
+SLOW_READ_TIMEOUT = 1
+SLOW_ATTEMPTS = 1
+TRICKLE_INTERVAL = 0.3
+TRICKLED_ANSWER = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-Slow: yes\r\n\r\nok"
+CONTINUE_INTERVAL = 0.2
+ENDLESS_CONTINUE_SECONDS = 15
+
+
+def trickle_head(conn, _read):
+    """Send an answer one byte every 0.3 s: each read is quick, the head takes 15 s."""
+    for byte in TRICKLED_ANSWER:
+        conn.sendall(bytes([byte]))
+        time.sleep(TRICKLE_INTERVAL)
+
+
+def endless_continue(conn, _read):
+    """Send `100 Continue` every 0.2 s for 15 s, and only then the answer."""
+    until = time.monotonic() + ENDLESS_CONTINUE_SECONDS
+    while time.monotonic() < until:
+        conn.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
+        time.sleep(CONTINUE_INTERVAL)
+    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+
+
+def trickle_body(conn, _read):
+    """Send the head at once, then a body one byte every 0.3 s (3 s in all)."""
+    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n")
+    for byte in b"0123456789":
+        time.sleep(TRICKLE_INTERVAL)
+        conn.sendall(bytes([byte]))
+
+
+SLOW_ANSWERS = {
+    "trickled-head": trickle_head,
+    "endless-continue": endless_continue,
+    "trickled-body": trickle_body,
+}
 
 
 class Bed:
@@ -145,6 +199,13 @@ class Bed:
         for name, url in raw_urls.items():
             rows += [*pool_rows(name, [url], read_timeout=5), rule_row(name, host=f"{name}.test")]
             rows.append(rule_row(name, host="raw.test", prefix=f"/{name}"))
+        for name, answer in SLOW_ANSWERS.items():
+            self.raw.append(RawBackend(answer))
+            options = {"read_timeout": SLOW_READ_TIMEOUT, "max_attempts": SLOW_ATTEMPTS}
+            rows += [
+                *pool_rows(name, [self.raw[-1].url], **options),
+                rule_row(name, host=f"{name}.test"),
+            ]
         env = balancer_environment(home, rows)
         self.balancer = Balancer(env, workers=2, log_path=home / "balancer.log")
 
@@ -239,6 +300,30 @@ def test_chunked_upload_arrives_complete(bed):
     )
     body = b"".join(parts)
     assert result.json()["body_sha256"] == hashlib.sha256(body).hexdigest()
+
+
+@pytest.mark.parametrize(
+    "codings",
+    [
+        b"gzip, chunked",
+        b"deflate,chunked",
+        b"compress, chunked",
+        b"identity, chunked",
+        b"gzip\r\nTransfer-Encoding: chunked",
+        b"br, chunked",  # a coding gunicorn does not know: it answers 501 itself
+    ],
+)
+def test_a_transfer_coding_other_than_chunked_gets_501(bed, codings):
+    # RFC 9112 §6.1. gunicorn undoes the chunked framing and leaves the rest:
+    # forwarded as plain chunked, the backend would take gzip bytes for the body.
+    answer = send_raw(
+        bed,
+        b"POST /echo HTTP/1.1\r\nHost: echo.test\r\nTransfer-Encoding: " + codings + b"\r\n"
+        b"Connection: close\r\n\r\n" + chunked(GZIPPED),
+    )
+    assert answer.startswith(b"HTTP/1.1 501 ")
+    if not codings.startswith(b"br"):
+        assert answer.endswith(b"\r\n\r\nNot Implemented")
 
 
 class PatternUpload:
@@ -590,6 +675,8 @@ def test_missing_or_malformed_host_gets_400(bed, host_line):
         "folded",
         "bad-via",
         "cr-in-via",
+        "gzip-chunked",
+        "split-codings",
         "reset-early",
     ],
 )
@@ -698,6 +785,28 @@ def test_half_open_clients_do_not_starve_the_balancer(bed):
             conn.close()
 
 
+# 14. Slow backends -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("backend", ["trickled-head", "endless-continue"])
+def test_a_backend_cannot_stretch_the_response_head_past_the_read_timeout(bed, backend):
+    started = time.monotonic()
+    response, data = send(bed, "GET", "/", [("Host", f"{backend}.test")])
+    elapsed = time.monotonic() - started
+    print(f"{backend}: {response.status} after {elapsed:.2f} s")
+    assert (response.status, data) == (504, b"Gateway Timeout")
+    # The backend would take 15 s, never silent for a whole read timeout.
+    assert SLOW_READ_TIMEOUT <= elapsed < SLOW_ATTEMPTS * SLOW_READ_TIMEOUT + 3
+    assert in_flight(bed) == 0
+
+
+def test_after_the_head_the_read_timeout_bounds_each_wait_for_the_body(bed):
+    started = time.monotonic()
+    response, data = send(bed, "GET", "/", [("Host", "trickled-body.test")])
+    assert (response.status, data) == (200, b"0123456789")
+    assert time.monotonic() - started > 2 * SLOW_READ_TIMEOUT
+
+
 # Review findings: nothing a client or a backend sends leaves a trace in the next request.
 
 
@@ -740,6 +849,31 @@ def test_a_short_client_body_never_reaches_the_next_request(bed):
         seen = echo_of(bed, target="/echo", headers=[("Connection", "close")])
         assert seen["method"] == "GET" and seen_headers(seen, "Via") == ["1.1 django-lb"]
     assert in_flight(bed) == 0
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"zz\r\nhello\r\n0\r\n\r\n", b"5\r\nhelloXX0\r\n\r\n", b"5;\x01\r\nhello\r\n0\r\n\r\n"],
+    ids=["bad-size", "no-crlf", "bad-extension"],
+)
+def test_a_malformed_chunked_upload_gets_400_and_is_not_the_backends_failure(bed, body):
+    log_start = len(bed.balancer.log())
+    for _ in range(4):  # more than max_fails: the backend must not be marked down
+        answer = send_raw(
+            bed,
+            b"POST /echo HTTP/1.1\r\nHost: echo.test\r\nTransfer-Encoding: chunked\r\n"
+            b"Connection: close\r\n\r\n" + body,
+        )
+        head, _, data = answer.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 400 ") and data == b"Bad Request"
+        assert b"\r\nContent-Type: text/plain; charset=utf-8" in head
+    for _ in range(10):  # new connections, so both workers' pooled connections are used
+        seen = echo_of(bed, target="/echo", headers=[("Connection", "close")])
+        assert seen["method"] == "GET" and seen_headers(seen, "Via") == ["1.1 django-lb"]
+    assert in_flight(bed) == 0
+    log = bed.balancer.log()[log_start:]
+    assert 'cause="client body:' in log
+    assert "Traceback" not in log
 
 
 def test_a_broken_chunked_upload_is_the_clients_failure(bed):

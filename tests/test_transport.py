@@ -1,11 +1,20 @@
-"""The transport's own header parser, on header blocks as bytes (no server needed)."""
+"""The transport's own response parser: header blocks as bytes, heads over socket pairs."""
 
+import contextlib
 import http.client
 import io
+import socket
+import threading
+import time
 
 import pytest
 
-from routing.proxy import MalformedResponseHeader, read_response_headers
+from routing.proxy import (
+    FinalResponse,
+    MalformedResponseHeader,
+    UnsupportedResponseCoding,
+    read_response_headers,
+)
 
 
 def parse(block):
@@ -61,3 +70,101 @@ def test_limits_are_http_clients():
         parse(b"X-A: 1\r\n" * 101 + b"\r\n")
     with pytest.raises(http.client.LineTooLong):
         parse(b"X-A: " + b"a" * 70000 + b"\r\n\r\n")
+
+
+READ_TIMEOUT = 0.5
+
+
+@contextlib.contextmanager
+def backend_sending(*pieces, interval=0.0):
+    """Yield the near end of a socket pair whose far end sends the pieces.
+
+    A piece is bytes to send, then pause `interval`, or seconds to pause.
+    """
+    near, far = socket.socketpair()
+    near.settimeout(READ_TIMEOUT)  # as urllib3 sets the read timeout before the head
+
+    def send():
+        with contextlib.suppress(OSError):
+            for piece in pieces:
+                if isinstance(piece, float):
+                    time.sleep(piece)
+                else:
+                    far.sendall(piece)
+                    time.sleep(interval)
+
+    sender = threading.Thread(target=send, daemon=True)
+    sender.start()
+    try:
+        yield near
+    finally:
+        near.close()
+        far.close()
+        sender.join()
+
+
+def begin_response(sock):
+    response = FinalResponse(sock, method="GET")
+    response.begin()
+    return response
+
+
+ANSWER = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-A: 1\r\n\r\nok"
+
+
+@pytest.mark.parametrize(
+    "pieces",
+    [
+        [bytes([byte]) for byte in ANSWER],  # a head of 46 bytes at 0.1 s each
+        [b"HTTP/1.1 100 Continue\r\n\r\n"] * 40 + [ANSWER],  # endless interim answers
+    ],
+    ids=["trickled", "endless-1xx"],
+)
+def test_the_read_timeout_bounds_the_whole_head(pieces):
+    with backend_sending(*pieces, interval=0.1) as sock:
+        started = time.monotonic()
+        with pytest.raises(TimeoutError):
+            begin_response(sock)
+        assert READ_TIMEOUT <= time.monotonic() - started < READ_TIMEOUT + 0.5
+
+
+def test_after_the_head_the_read_timeout_bounds_each_read():
+    head = b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\n"
+    # The head's last read waits 0.3 s at most; each of the body's gets 0.5 s again.
+    slow_head = [head[:10], 0.1, head[10:20], 0.1, head[20:]]
+    slow_body = [0.4, b"x", 0.4, b"x", 0.4, b"x", 0.4, b"x"]
+    with backend_sending(*slow_head, *slow_body) as sock:
+        response = begin_response(sock)
+        assert sock.gettimeout() == READ_TIMEOUT
+        assert response.read() == b"xxxx"  # 1.6 s, never 0.5 s without a byte
+
+
+def test_a_head_within_the_read_timeout_is_read_in_full():
+    with backend_sending(*[bytes([byte]) for byte in ANSWER[:-2]], b"ok", interval=0.001) as sock:
+        response = begin_response(sock)
+        assert (response.status, response.getheader("X-A"), response.read()) == (200, "1", b"ok")
+
+
+@pytest.mark.parametrize("codings", ["chunked", "Chunked", " chunked "])
+def test_a_chunked_body_is_unframed(codings):
+    answer = f"HTTP/1.1 200 OK\r\nTransfer-Encoding: {codings}\r\n\r\n2\r\nok\r\n0\r\n\r\n"
+    with backend_sending(answer.encode()) as sock:
+        assert begin_response(sock).read() == b"ok"
+
+
+@pytest.mark.parametrize(
+    "codings",
+    [
+        [b"gzip, chunked"],
+        [b"gzip", b"chunked"],
+        [b"chunked, chunked"],
+        [b"identity"],
+        [b"br"],
+    ],
+    ids=["gzip-chunked", "split", "chunked-twice", "identity", "br"],
+)
+def test_a_transfer_coding_other_than_chunked_is_refused(codings):
+    lines = b"".join(b"Transfer-Encoding: " + coding + b"\r\n" for coding in codings)
+    answer = b"HTTP/1.1 200 OK\r\n" + lines + b"\r\n2\r\nok\r\n0\r\n\r\n"
+    with backend_sending(answer) as sock, pytest.raises(UnsupportedResponseCoding):
+        begin_response(sock)
