@@ -67,15 +67,28 @@ def hostile_backend(wsgi_backend):
     return wsgi_backend(app)
 
 
+def start_balancer(home, rows):
+    """The balancer under gunicorn with these routes and the operator's account."""
+    env = balancer_environment(home, rows, ADMIN_PASSWORD=PASSWORD)
+    manage(env, "ensure_admin")
+    return Balancer(env, workers=2, log_path=home / "balancer.log")
+
+
 @pytest.fixture
-def balancer(tmp_path, hostile_backend):
+def balancer(tmp_path):
+    server = start_balancer(tmp_path, [])
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def hostile_balancer(tmp_path, hostile_backend):
+    """A balancer that routes /evil/ to the hostile backend."""
     rows = [
         *pool_rows("hostile", [hostile_backend]),
         rule_row("hostile", prefix="/evil", strip_prefix=False),
     ]
-    env = balancer_environment(tmp_path, rows, ADMIN_PASSWORD=PASSWORD)
-    manage(env, "ensure_admin")
-    server = Balancer(env, workers=2, log_path=tmp_path / "balancer.log")
+    server = start_balancer(tmp_path, rows)
     yield server
     server.stop()
 
@@ -170,7 +183,8 @@ async function attempt(name, action) {
 </script>"""
 
 
-def test_a_backends_page_cannot_take_over_the_admin(page, balancer):
+def test_a_backends_page_cannot_take_over_the_admin(page, hostile_balancer):
+    balancer = hostile_balancer
     log_in(page, balancer)
     token = next(c["value"] for c in page.context.cookies() if c["name"] == "lb_csrftoken")
     hostile = page.context.new_page()
