@@ -45,60 +45,58 @@ BALANCER_APP = "lbsite.wsgi"
 
 
 def on_starting(server):
-    """Check the admin listener's address and give the workers an empty metrics directory."""
-    if server.app.app_uri != BALANCER_APP:
-        return  # a demo backend started from here: not its business
-    check_admin_bind(list(server.cfg.bind))
-    prepare_metrics_directory()
-
-
-def check_admin_bind(traffic):
-    """Refuse an ADMIN_BIND that requests on the traffic binds could be mistaken for.
-
-    A request's listener is told by its port, so a traffic bind on the
-    admin's port, or on a Unix socket (where gunicorn takes SERVER_PORT from
-    the client's Host header), would serve the admin to traffic. gunicorn
-    ignores address binds as soon as one bind is an inherited socket, so the
-    two must be of one kind.
-    """
-    bind = listeners.admin_bind()
-    if bind is None:
-        return
-    traffic_ports = {listeners.port_of(address) for address in traffic}
-    if None in traffic_ports:
-        raise SystemExit(
-            f"The traffic bind {', '.join(traffic)} is a Unix socket, on which requests "
-            "cannot be told from the admin listener's: set ADMIN_BIND=off there and run "
-            "the admin from a second gunicorn on a TCP port."
-        )
-    if listeners.port_of(bind) in traffic_ports:
-        raise SystemExit(
-            f"ADMIN_BIND {bind} shares port {listeners.port_of(bind)} with the traffic bind "
-            f"{', '.join(traffic)}: give the admin a port of its own (or ADMIN_BIND=off)."
-        )
-    if len({address.startswith("fd://") for address in [*traffic, bind]}) > 1:
-        raise SystemExit(
-            f"ADMIN_BIND {bind} and the traffic bind {', '.join(traffic)} must both be "
-            "HOST:PORT addresses or both fd://N sockets."
-        )
+    """Give the balancer's workers an empty metrics directory."""
+    if server.app.app_uri == BALANCER_APP:  # a demo backend started from here: not its business
+        prepare_metrics_directory()
 
 
 def when_ready(server):
-    """Open the admin listener (ADMIN_BIND) beside gunicorn's binds, before any worker starts.
+    """Open the admin listener (ADMIN_BIND) beside gunicorn's, before any worker starts.
 
     It is added to gunicorn's listeners, not to its binds: a reload (SIGHUP)
     reads the binds afresh, and would close and fail to reopen them all if
-    they changed.
+    they changed. Its port is then known, for the workers (ADMIN_BIND may say
+    port 0, or name an inherited socket).
     """
     if server.app.app_uri != BALANCER_APP or (bind := listeners.admin_bind()) is None:
         return
-    port = listeners.port_of(bind)
+    if server.master_pid:
+        # A new master on an upgrade (SIGUSR2): the old master's listeners came
+        # along in their order, the admin listener last.
+        *traffic, admin = server.LISTENERS
+    else:
+        traffic, address = server.LISTENERS, parse_address(bind)
+        if isinstance(address, tuple):  # refused before binding, not with "address in use"
+            check_listeners(traffic, bind, address[1])
+        (admin,) = sock.create_sockets(OnlyAddresses(server.cfg, [address]), server.log)
+    port = listeners.tcp_port(admin.sock)
+    if port is None:
+        raise SystemExit(f"ADMIN_BIND {bind} is not a TCP socket.")
+    check_listeners(traffic, bind, port)
     os.environ[listeners.ADMIN_PORT_VARIABLE] = str(port)
-    if port in {listener.sock.getsockname()[1] for listener in server.LISTENERS}:
-        return  # inherited from the old master on an upgrade (SIGUSR2)
-    admin = sock.create_sockets(OnlyAddresses(server.cfg, [parse_address(bind)]), server.log)
-    server.LISTENERS.extend(admin)
-    server.log.info("Admin listener at: %s", ",".join(map(str, admin)))
+    server.LISTENERS = [*traffic, admin]
+    server.log.info("Admin listener at: %s", admin)
+
+
+def check_listeners(traffic, bind, admin_port):
+    """Refuse listeners whose requests could be taken for another listener's.
+
+    A request's listener is told by its port: a traffic listener on the
+    admin's port, or on a Unix socket (where gunicorn takes SERVER_PORT from
+    the client's Host header), would serve the admin to traffic.
+    """
+    ports = [listeners.tcp_port(listener.sock) for listener in traffic]
+    if None in ports:
+        raise SystemExit(
+            "A traffic listener is a Unix socket, on which requests cannot be told from the "
+            "admin listener's: set ADMIN_BIND=off there and run the admin from a second "
+            "gunicorn on a TCP port."
+        )
+    if admin_port in ports:
+        raise SystemExit(
+            f"ADMIN_BIND {bind} shares port {admin_port} with a traffic listener: give the "
+            "admin a port of its own (or ADMIN_BIND=off)."
+        )
 
 
 class OnlyAddresses:

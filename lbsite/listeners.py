@@ -7,52 +7,59 @@ socket), so the admin's port must be no traffic listener's port.
 """
 
 import os
+import re
 import socket
 
-from gunicorn.util import parse_address
-
 DEFAULT_ADMIN_BIND = "127.0.0.1:8001"
-OFF_WORDS = {"", "off", "none", "0"}
-# gunicorn's master finds the admin listener's port as it starts and leaves
-# it here for its workers (an inherited socket's port is known only there).
+OFF_WORDS = {"off", "none"}
+# HOST:PORT with a host spelled out ([::1] for IPv6), or an inherited socket.
+ADMIN_BIND_RE = re.compile(
+    r"(?:(?P<host>\[[0-9a-fA-F:.]+\]|[^\s:\[\]]+):(?P<port>\d{1,5})|fd://(?P<fd>\d+))"
+)
+# gunicorn's master learns the admin listener's port once its socket exists
+# (ADMIN_BIND may say port 0, or name an inherited socket) and leaves it here
+# for its workers, which are forked after.
 ADMIN_PORT_VARIABLE = "LB_ADMIN_LISTENER_PORT"
 
 
 def admin_bind(environ=os.environ):
-    """Return ADMIN_BIND as gunicorn takes a bind (`HOST:PORT`, `fd://N`), or None when off."""
+    """Return ADMIN_BIND as gunicorn takes a bind (`HOST:PORT`, `fd://N`), or None when off.
+
+    Raises ValueError for anything else: a port alone (gunicorn would read it
+    as a host name), no host (every interface), a Unix socket (gunicorn gives
+    its requests the SERVER_PORT the client's Host names).
+    """
     value = environ.get("ADMIN_BIND", DEFAULT_ADMIN_BIND).strip()
     if value.lower() in OFF_WORDS:
         return None
-    try:
-        address = parse_address(value)
-    except RuntimeError as error:
-        raise ValueError(f"ADMIN_BIND {value!r}: {error}") from None
-    if isinstance(address, str):
+    match = ADMIN_BIND_RE.fullmatch(value)
+    if not match or (match["port"] and int(match["port"]) > 65535):
         raise ValueError(
-            f"ADMIN_BIND {value!r}: give HOST:PORT or fd://N (the admin listener is told "
-            "apart from the traffic listener by its port)"
+            f"ADMIN_BIND {value!r}: give HOST:PORT (127.0.0.1:8001, [::1]:8001, "
+            "0.0.0.0:8001), fd://N for an inherited TCP socket, or off. The admin listener "
+            "is told apart from the traffic listener by its port."
         )
     return value
 
 
 def admin_port(environ=os.environ):
-    """Return the admin listener's port as SERVER_PORT spells it, or None when it is off."""
+    """Return the admin listener's port as SERVER_PORT spells it, or None when it is off.
+
+    Under gunicorn the master has found it; elsewhere (runserver, the test
+    client) it is ADMIN_BIND's own.
+    """
     bind = admin_bind(environ)
     if bind is None:
         return None
-    return environ.get(ADMIN_PORT_VARIABLE) or str(port_of(bind))
+    if environ.get(ADMIN_PORT_VARIABLE):
+        return environ[ADMIN_PORT_VARIABLE]
+    if bind.startswith("fd://"):
+        raise ValueError(f"ADMIN_BIND {bind}: an inherited socket works under gunicorn only")
+    return bind.rpartition(":")[2]
 
 
-def port_of(bind):
-    """Return the TCP port a gunicorn bind listens on; None for a Unix socket.
-
-    An inherited socket (`fd://N`) is asked for its port, which works where
-    the descriptor is still the one inherited: in gunicorn's master as it starts.
-    """
-    address = parse_address(bind)
-    if isinstance(address, str):
+def tcp_port(sock):
+    """Return the port of a TCP socket, or None for any other kind (a Unix socket)."""
+    if sock.family not in (socket.AF_INET, socket.AF_INET6):
         return None
-    if isinstance(address, int):
-        with socket.socket(fileno=os.dup(address)) as sock:
-            return sock.getsockname()[1]
-    return address[1]
+    return sock.getsockname()[1]

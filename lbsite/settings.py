@@ -40,7 +40,10 @@ if not SECRET_KEY:
 # is routed whatever its Host, and its own pages (admin, static files,
 # /metrics, /healthz) on ADMIN_BIND alone (None: no admin listener). Nothing
 # a backend serves ever shares an origin with the admin.
-ADMIN_BIND = listeners.admin_bind()
+try:
+    ADMIN_BIND = listeners.admin_bind()
+except ValueError as error:
+    raise ImproperlyConfigured(str(error)) from None
 
 # The Host names the admin listener answers to (a guard against DNS
 # rebinding); proxied traffic never calls get_host(), so its hosts are the
@@ -96,6 +99,13 @@ SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT")
 SECURE_HSTS_SECONDS = int(os.environ.get("SECURE_HSTS_SECONDS", "0"))
 SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS")
 SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD")
+if "SECURE_PROXY_SSL_HEADER" in os.environ:
+    # Django's setting believed X-Forwarded-Proto from any client; an operator
+    # who set it must hear that it is gone rather than meet a redirect loop.
+    raise ImproperlyConfigured(
+        "SECURE_PROXY_SSL_HEADER is no longer read: list the proxy in front in "
+        "TRUSTED_PROXIES, and gunicorn takes the scheme from it (and from no one else)."
+    )
 SILENCED_SYSTEM_CHECKS = [
     # security.W008 asks for SECURE_SSL_REDIRECT. It can only ever apply to the
     # admin listener (proxied traffic never passes the security middleware),
@@ -183,8 +193,8 @@ STORAGES = {
 
 # Cookies are not kept apart by port: the admin's have names of their own, so
 # they never collide with the cookies of the sites behind the balancer (which
-# never receive them, and cannot set them), and script on a backend's page,
-# same-site with the admin, cannot read them.
+# never receive them, and cannot set them with Set-Cookie), and script on a
+# backend's page, same-site with the admin, cannot read them.
 SESSION_COOKIE_NAME = "lb_sessionid"
 CSRF_COOKIE_NAME = "lb_csrftoken"
 CSRF_COOKIE_HTTPONLY = True

@@ -1,6 +1,7 @@
 """The routing table in the admin: pools with their backends, host and path rules."""
 
-from django.contrib import admin
+from django.contrib import admin, messages
+from django.core.exceptions import ValidationError
 from django.db.models import Exists, OuterRef
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
@@ -16,17 +17,27 @@ admin.site.site_url = None
 
 @admin.action(description="Enable selected %(verbose_name_plural)s")
 def enable_selected(modeladmin, request, queryset):
-    queryset.update(enabled=True)
+    update_selected(modeladmin, request, queryset, enabled=True)
 
 
 @admin.action(description="Disable selected %(verbose_name_plural)s")
 def disable_selected(modeladmin, request, queryset):
-    queryset.update(enabled=False)
+    update_selected(modeladmin, request, queryset, enabled=False)
 
 
 @admin.action(description="Drain selected backends (weight 0: no new requests)")
 def drain_selected(modeladmin, request, queryset):
-    queryset.update(weight=0)
+    update_selected(modeladmin, request, queryset, weight=0)
+
+
+def update_selected(modeladmin, request, queryset, **values):
+    """Update the selected rows, or say why none was changed (a row breaks a rule)."""
+    try:
+        queryset.update(**values)
+    except ValidationError as error:
+        modeladmin.message_user(
+            request, f"Nothing was changed: {' '.join(error.messages)}", messages.ERROR
+        )
 
 
 def health_badge(backend):

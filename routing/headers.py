@@ -35,17 +35,24 @@ REPLACED_REQUEST_HEADERS = frozenset(
 )
 
 # What a proxy in front tells about the original request, besides the
-# X-Forwarded-* headers the balancer sets itself: the client's address, and
-# the scheme it used (Rack, Spring and others take X-Forwarded-Ssl and friends
-# over X-Forwarded-Proto). Kept only from a trusted proxy, since a backend may
-# believe them.
+# X-Forwarded-* headers the balancer sets itself: the client's address
+# (django-ipware and others read X-Client-IP and friends before the peer),
+# and the scheme it used (Rack, Spring, Tornado and others take
+# X-Forwarded-Ssl, X-Scheme and friends over X-Forwarded-Proto). Kept only
+# from a trusted proxy, since a backend may believe them.
 ORIGINAL_REQUEST_HEADERS = frozenset(
     {
         "forwarded",
         "x-real-ip",
+        "x-client-ip",
+        "true-client-ip",
+        "cf-connecting-ip",
+        "x-cluster-client-ip",
         "x-forwarded-ssl",
         "x-forwarded-scheme",
         "x-forwarded-protocol",
+        "x-scheme",
+        "x-url-scheme",
         "front-end-https",
     }
 )

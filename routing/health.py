@@ -3,7 +3,8 @@
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
 
 from django.utils import timezone
 
@@ -21,10 +22,14 @@ class CheckResult:
     healthy: bool
     latency_ms: float | None = None
     error: str = ""
+    started_at: datetime = field(default_factory=timezone.now)
 
 
 def probe(url, timeout, verify=True):
     """Request a health URL once; any 2xx or 3xx answer in time is healthy."""
+    # A passing check ends cool-downs that began before it: the time it
+    # started is the one that proves the backend was up after them.
+    started_at = timezone.now()
     started = time.monotonic()
     try:
         response = SESSION.get(
@@ -32,11 +37,11 @@ def probe(url, timeout, verify=True):
         )
         response.close()
     except Exception as error:  # requests' errors, and a CA bundle gone missing
-        return CheckResult(False, error=str(error)[:MAX_ERROR_LENGTH])
+        return CheckResult(False, error=str(error)[:MAX_ERROR_LENGTH], started_at=started_at)
     latency_ms = (time.monotonic() - started) * 1000
     if response.status_code >= 400:
-        return CheckResult(False, latency_ms, f"status {response.status_code}")
-    return CheckResult(True, latency_ms)
+        return CheckResult(False, latency_ms, f"status {response.status_code}", started_at)
+    return CheckResult(True, latency_ms, started_at=started_at)
 
 
 def check_backend(backend):
@@ -48,9 +53,9 @@ def check_backend(backend):
 
 def record_result(backend, result):
     """Store a check's outcome; tell the workers only when the backend's health flips."""
-    Backend._base_manager.filter(pk=backend.pk).update(
+    Backend.health_rows().filter(pk=backend.pk).update(
         healthy=result.healthy,
-        last_checked=timezone.now(),
+        last_checked=result.started_at,
         last_error=result.error,
         latency_ms=result.latency_ms,
     )

@@ -220,6 +220,12 @@ def values_among(queryset, field, values, *columns):
     return found
 
 
+def rows_sharing_a_host(rows, rules):
+    """Return the rows whose host one of the rules (a queryset) has too: one query."""
+    hosts = {host for (host,) in values_among(rules, "host", {row.host for row in rows}, "host")}
+    return [row for row in rows if row.host in hosts]
+
+
 class RoutingQuerySet(models.QuerySet):
     """A queryset whose bulk writes are checked like save() and bump the routing version.
 
@@ -456,6 +462,9 @@ class Pool(RoutingModel):
 
     class Meta:
         ordering = ["name"]
+        # Django's own writes (a related manager's add(), ...) go through the
+        # base manager: it must check and bump too.
+        base_manager_name = "objects"
 
     def __str__(self):
         return self.name
@@ -497,6 +506,9 @@ class Backend(RoutingModel):
 
     class Meta:
         ordering = ["pool__name", "url"]
+        # Django's own writes (a related manager's add(), ...) go through the
+        # base manager: it must check and bump too.
+        base_manager_name = "objects"
         constraints = [
             models.UniqueConstraint(fields=["pool", "url"], name="backend_unique_url_per_pool"),
             models.CheckConstraint(
@@ -510,6 +522,12 @@ class Backend(RoutingModel):
 
     def __str__(self):
         return f"{self.url} ({self.pool})"
+
+    @classmethod
+    def health_rows(cls):
+        """Return the backends for the health checker's writes, which are neither checked
+        nor a routing change: health state is not configuration."""
+        return models.QuerySet(cls)
 
     def normalise(self):
         self.url = normalise_backend_url(self.url)
@@ -548,6 +566,9 @@ class HostRule(Rule):
     class Meta:
         ordering = ["host"]
         constraints = [normalised_host_constraint("hostrule")]
+        # Django's own writes (a related manager's add(), ...) go through the
+        # base manager: it must check and bump too.
+        base_manager_name = "objects"
 
     def __str__(self):
         return f"{self.host} → {self.pool}"
@@ -558,22 +579,16 @@ class HostRule(Rule):
     @classmethod
     def tie_errors(cls, rows):
         """Refuse a host rule for a host that has a path rule with prefix /."""
-        hosts = {row.host for row in rows}
-        tied = {
-            host
-            for (host,) in values_among(PathRule.objects.filter(prefix="/"), "host", hosts, "host")
-        }
-        for row in rows:
-            if row.host in tied:
-                yield ValidationError(
-                    {
-                        "host": ValidationError(
-                            f"A path rule with prefix / for {row.host} already "
-                            "exists; the two would tie.",
-                            code="ties_with_path_rule",
-                        )
-                    }
-                )
+        for row in rows_sharing_a_host(rows, PathRule.objects.filter(prefix="/")):
+            yield ValidationError(
+                {
+                    "host": ValidationError(
+                        f"A path rule with prefix / for {row.host} already "
+                        "exists; the two would tie.",
+                        code="ties_with_path_rule",
+                    )
+                }
+            )
 
 
 class PathRule(Rule):
@@ -600,6 +615,9 @@ class PathRule(Rule):
 
     class Meta:
         ordering = ["host", "prefix"]
+        # Django's own writes (a related manager's add(), ...) go through the
+        # base manager: it must check and bump too.
+        base_manager_name = "objects"
         constraints = [
             models.UniqueConstraint(fields=["host", "prefix"], name="pathrule_unique_host_prefix"),
             normalised_host_constraint("pathrule"),
@@ -624,16 +642,13 @@ class PathRule(Rule):
     def tie_errors(cls, rows):
         """Refuse a path rule with prefix / on a host that has a host rule."""
         roots = [row for row in rows if row.host and row.prefix == "/"]
-        hosts = {row.host for row in roots}
-        tied = {host for (host,) in values_among(HostRule.objects.all(), "host", hosts, "host")}
-        for row in roots:
-            if row.host in tied:
-                yield ValidationError(
-                    {
-                        "prefix": ValidationError(
-                            f"A host rule for {row.host} already exists; a path "
-                            "rule with prefix / on that host would tie with it.",
-                            code="ties_with_host_rule",
-                        )
-                    }
-                )
+        for row in rows_sharing_a_host(roots, HostRule.objects.all()):
+            yield ValidationError(
+                {
+                    "prefix": ValidationError(
+                        f"A host rule for {row.host} already exists; a path "
+                        "rule with prefix / on that host would tie with it.",
+                        code="ties_with_host_rule",
+                    )
+                }
+            )

@@ -355,9 +355,9 @@ def upstream_request_headers(request, match):
 def client_scheme(meta):
     """Return the scheme the client used, as the WSGI server established it.
 
-    Never request.scheme: with SECURE_PROXY_SSL_HEADER, Django believes any
-    client's X-Forwarded-Proto, while gunicorn takes the scheme only from the
-    proxies in its forwarded_allow_ips (TRUSTED_PROXIES, see gunicorn.conf.py).
+    Never request.scheme, which Django may take from a header any client can
+    send; gunicorn takes the scheme only from the proxies in its
+    forwarded_allow_ips (TRUSTED_PROXIES, see gunicorn.conf.py).
     """
     return meta["wsgi.url_scheme"]
 

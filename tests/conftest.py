@@ -177,7 +177,11 @@ class Balancer:
             log=log,
             extra_sockets=(self.admin_sock,),
         )
-        wait_until_serving(self.admin_url + "/healthz", self.process, verify=verify)
+        try:
+            wait_until_serving(self.admin_url + "/healthz", self.process, verify=verify)
+        except BaseException:
+            self.stop()  # no test will: it never got the balancer
+            raise
 
     def log(self):
         return self.log_path.read_text() if self.log_path else ""

@@ -568,6 +568,23 @@ def test_forwarded_headers_reach_a_real_backend(bed):
     assert response.getheader("Via") == "1.1 django-lb"
 
 
+CLIENT_ADDRESS_CLAIMS = [
+    ("Forwarded", "for=6.6.6.6"),
+    ("X-Real-Ip", "6.6.6.6"),
+    ("X-Client-Ip", "6.6.6.6"),
+    ("True-Client-Ip", "6.6.6.6"),
+    ("Cf-Connecting-Ip", "6.6.6.6"),
+    ("X-Cluster-Client-Ip", "6.6.6.6"),
+]
+
+
+def test_an_untrusted_clients_address_claims_never_reach_the_backend(bed):
+    seen = echo_of(bed, target="/echo", headers=CLIENT_ADDRESS_CLAIMS)
+    for name, _value in CLIENT_ADDRESS_CLAIMS:
+        assert seen_headers(seen, name) == [], name
+    assert seen_headers(seen, "X-Forwarded-For") == ["127.0.0.1"]
+
+
 def test_preserve_host_sends_the_clients_host(bed):
     seen = echo_of(bed, target="/echo", host="keep.test")
     assert seen_headers(seen, "Host") == ["keep.test"]
@@ -807,7 +824,7 @@ def test_after_the_head_the_read_timeout_bounds_each_wait_for_the_body(bed):
     assert time.monotonic() - started > 2 * SLOW_READ_TIMEOUT
 
 
-# Review findings: nothing a client or a backend sends leaves a trace in the next request.
+# 15. Nothing a client or a backend sends leaves a trace in the next request -----------
 
 
 def in_flight(bed):
@@ -890,13 +907,15 @@ def test_a_broken_chunked_upload_is_the_clients_failure(bed):
     assert 'cause="client body:' in bed.balancer.log()
 
 
-# Review findings: what a client claims about its own request; the admin's cookies both ways.
+# 16. What a client claims about its own request; the admin's cookies both ways ------
 
 # Headers besides X-Forwarded-Proto that a backend framework may take the scheme from.
 OTHER_SCHEME_CLAIMS = [
     ("X-Forwarded-Ssl", "on"),
     ("X-Forwarded-Protocol", "ssl"),
     ("X-Forwarded-Scheme", "https"),
+    ("X-Scheme", "https"),
+    ("X-Url-Scheme", "https"),
     ("Front-End-Https", "on"),
 ]
 SCHEME_CLAIMS = [("X-Forwarded-Proto", "https"), *OTHER_SCHEME_CLAIMS]
@@ -914,7 +933,7 @@ PLANTED_COOKIES = (
 
 
 @pytest.fixture(scope="module")
-def review_routes(demo_backends):
+def claims_routes(demo_backends):
     """Rows for the echo backend, a backend that redirects to itself, and a cookie planter."""
     redirect = RawBackend(b"")
     redirect.answer = lambda conn, _read: conn.sendall(
@@ -934,7 +953,7 @@ def review_routes(demo_backends):
     planter.close()
 
 
-def review_balancer(home, rows, **settings):
+def claims_balancer(home, rows, **settings):
     """Start a balancer over these rows; return it in the shape send() and echo_of() take."""
     return SimpleNamespace(
         balancer=Balancer(balancer_environment(home, rows, **settings), workers=1)
@@ -942,23 +961,18 @@ def review_balancer(home, rows, **settings):
 
 
 @pytest.fixture(scope="module")
-def untrusting(tmp_path_factory, review_routes):
-    """A balancer that trusts no proxy, with SECURE_PROXY_SSL_HEADER on: it must change nothing."""
-    front = review_balancer(
-        tmp_path_factory.mktemp("untrusting"),
-        review_routes,
-        SECURE_PROXY_SSL_HEADER="1",
-        TRUSTED_PROXIES="",
-    )
+def untrusting(tmp_path_factory, claims_routes):
+    """A balancer that trusts no proxy: a client's claims about its scheme count for nothing."""
+    front = claims_balancer(tmp_path_factory.mktemp("untrusting"), claims_routes)
     yield front
     front.balancer.stop()
 
 
 @pytest.fixture(scope="module")
-def trusting(tmp_path_factory, review_routes):
+def trusting(tmp_path_factory, claims_routes):
     """A balancer behind a trusted proxy on the loopback address (the test client)."""
-    front = review_balancer(
-        tmp_path_factory.mktemp("trusting"), review_routes, TRUSTED_PROXIES="127.0.0.1"
+    front = claims_balancer(
+        tmp_path_factory.mktemp("trusting"), claims_routes, TRUSTED_PROXIES="127.0.0.1"
     )
     yield front
     front.balancer.stop()

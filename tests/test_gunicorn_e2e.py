@@ -11,6 +11,7 @@ import os
 import re
 import secrets
 import signal
+import socket
 import subprocess
 import time
 
@@ -192,21 +193,12 @@ def test_admin_listener_survives_a_reload(tmp_path, demo_backends):
     traffic, admin = free_address(), free_address()
     log = tmp_path / "balancer.log"
     with open(log, "wb") as log_file:
-        process = subprocess.Popen(
-            [GUNICORN, "lbsite.wsgi", "-b", traffic, "--workers", "1"],
-            cwd=PROJECT_ROOT,
-            env={**env, "ADMIN_BIND": admin},
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-        )
+        process = start_balancer({**env, "ADMIN_BIND": admin}, "-b", traffic, log=log_file)
     try:
         wait_until_serving(f"http://{admin}/healthz", process)
         process.send_signal(signal.SIGHUP)
         deadline = time.monotonic() + PROPAGATION_BOUND
-        while (
-            "Hang up" not in log.read_text()
-            or "Booting worker" not in log.read_text().split("Hang up")[-1]
-        ):
+        while "Booting worker" not in log.read_text().partition("Hang up")[2]:
             assert time.monotonic() < deadline, f"gunicorn did not reload: {log.read_text()}"
             time.sleep(0.05)
         wait_until_serving(f"http://{admin}/healthz", process)
@@ -218,18 +210,88 @@ def test_admin_listener_survives_a_reload(tmp_path, demo_backends):
         stop(process)
 
 
+def test_admin_listener_survives_an_upgrade_to_a_new_master(tmp_path, demo_backends):
+    env = balancer_environment(tmp_path, demo_fixture(demo_backends))
+    traffic, admin = free_address(), free_address()
+    log = tmp_path / "balancer.log"
+    with open(log, "wb") as log_file:
+        old = start_balancer({**env, "ADMIN_BIND": admin}, "-b", traffic, log=log_file)
+    new_pid = None
+    try:
+        wait_until_serving(f"http://{admin}/healthz", old)
+        old.send_signal(signal.SIGUSR2)  # gunicorn starts a new master beside the old one
+        deadline = time.monotonic() + PROPAGATION_BOUND
+        while len(masters := re.findall(r"\[(\d+)\] \[INFO\] Admin listener", log.read_text())) < 2:
+            assert time.monotonic() < deadline, f"no new master: {log.read_text()}"
+            time.sleep(0.05)
+        new_pid = int(masters[1])
+        stop(old)  # the upgrade's last step: the old master goes; the new one serves
+        assert get(f"http://{admin}", "localhost", "/admin/login/").status_code == 200
+        assert get(f"http://{traffic}", "localhost", "/admin/login/").status_code == 404
+        assert get(f"http://{traffic}", "localhost", "/mango").text == (
+            "This is the mango application."
+        )
+    finally:
+        stop(old)
+        if new_pid:
+            os.kill(new_pid, signal.SIGTERM)
+
+
+def start_balancer(env, *bind_args, pass_fds=(), log=None):
+    """Start `gunicorn lbsite.wsgi` with these binds; return the process."""
+    return subprocess.Popen(
+        [GUNICORN, "lbsite.wsgi", *bind_args, "--workers", "1"],
+        cwd=PROJECT_ROOT,
+        env=env,
+        pass_fds=pass_fds,
+        stdout=log or subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=log is None,
+    )
+
+
+@pytest.mark.parametrize("inherited", [False, True])
+def test_gunicorn_refuses_a_unix_traffic_socket_beside_the_admin(tmp_path, inherited):
+    # On a Unix socket gunicorn takes SERVER_PORT from the client's Host header.
+    path = str(tmp_path / "traffic.sock")
+    env = {**os.environ, "ADMIN_BIND": free_address(), "SECRET_KEY": "x" * 50}
+    if inherited:
+        unix = socket.socket(socket.AF_UNIX)
+        unix.bind(path)
+        unix.listen()
+        unix.set_inheritable(True)
+        process = start_balancer(env, "-b", f"fd://{unix.fileno()}", pass_fds=(unix.fileno(),))
+    else:
+        process = start_balancer(env, "-b", f"unix:{path}")
+    output, _ = process.communicate(timeout=30)
+    assert process.returncode != 0
+    assert "A traffic listener is a Unix socket" in output
+
+
+def test_an_admin_listener_on_port_0_serves_the_admin_on_the_port_it_got(tmp_path, demo_backends):
+    env = balancer_environment(tmp_path, demo_fixture(demo_backends), ADMIN_BIND="127.0.0.1:0")
+    traffic = free_address()
+    log = tmp_path / "balancer.log"
+    with open(log, "wb") as log_file:
+        process = start_balancer(env, "-b", traffic, log=log_file)
+    try:
+        wait_until_serving(f"http://{traffic}/mango", process)
+        admin = re.search(r"Admin listener at: (http://\S+)", log.read_text()).group(1)
+        assert get(admin, "localhost", "/admin/login/").status_code == 200
+        assert get(admin, "localhost", "/mango").status_code == 404  # nothing proxied there
+        assert get(f"http://{traffic}", "localhost", "/admin/login/").status_code == 404
+    finally:
+        stop(process)
+
+
 def test_gunicorn_refuses_an_admin_port_shared_with_traffic():
     address = free_address()
-    result = subprocess.run(
-        [GUNICORN, "lbsite.wsgi", "-b", address],
-        cwd=PROJECT_ROOT,
-        env={**os.environ, "ADMIN_BIND": address, "SECRET_KEY": "x" * 50},
-        capture_output=True,
-        text=True,
-        timeout=30,
+    process = start_balancer(
+        {**os.environ, "ADMIN_BIND": address, "SECRET_KEY": "x" * 50}, "-b", address
     )
-    assert result.returncode != 0
-    assert f"ADMIN_BIND {address} shares port" in result.stdout + result.stderr
+    output, _ = process.communicate(timeout=30)
+    assert process.returncode != 0
+    assert f"ADMIN_BIND {address} shares port" in output
 
 
 def log_in(balancer):

@@ -1,7 +1,11 @@
 """Active health checks against real servers; results shared through the database."""
 
+import datetime
+import time
+
 import pytest
 from django.core.management import call_command
+from django.utils import timezone
 
 from routing.health import run_checks
 from routing.models import Backend, Pool, RoutingVersion
@@ -112,3 +116,18 @@ def test_a_passing_check_moves_the_health_version_but_not_the_routing_version(
     run_checks()
     run_checks()
     assert RoutingVersion.current_versions() == (version, health_version + 2)
+
+
+def test_a_check_is_stored_as_of_when_it_started(pool, wsgi_backend):
+    # A probe that began before a worker's passive failures proves nothing
+    # about the backend after them, however late the round is stored.
+    def slow(environ, start_response):
+        time.sleep(0.3)
+        start_response("200 OK", [("Content-Length", "2")])
+        return [b"OK"]
+
+    backend = Backend.objects.create(pool=pool, url=wsgi_backend(slow))
+    before = timezone.now()
+    run_checks()
+    backend.refresh_from_db()
+    assert before <= backend.last_checked < before + datetime.timedelta(seconds=0.2)

@@ -51,10 +51,23 @@ def test_rows_that_cannot_be_normalised_stop_the_migration_by_name(old_models):
     rules = old_models.get_model("routing", "HostRule").objects
     rules.create(host="www.mango.com", pool=pool)
     twin = rules.create(host="WWW.MANGO.COM", pool=pool)
-    bad = old_models.get_model("routing", "PathRule").objects.create(prefix="mango", pool=pool)
+    paths = old_models.get_model("routing", "PathRule").objects
+    bad = paths.create(prefix="mango", pool=pool)
+    dots = paths.create(prefix="/a/../b", pool=pool)
+    tie = paths.create(host="www.mango.com", prefix="/", pool=pool)
+    odd = rules.create(host="bad host!", pool=pool)
+    backend = old_models.get_model("routing", "Backend").objects.create(
+        url="HTTP://User:PassWord@example.com:8081/some/path?q=1", pool=pool
+    )
     with pytest.raises(RuntimeError) as caught:
         migrate()
-    assert f"HostRule {twin.pk}: host 'WWW.MANGO.COM' is 'www.mango.com' normalised" in str(
-        caught.value
-    )
-    assert f"PathRule {bad.pk}: prefix 'mango' is not valid" in str(caught.value)
+    problems = str(caught.value)
+    assert f"HostRule {twin.pk}: host 'WWW.MANGO.COM' is 'www.mango.com' normalised" in problems
+    assert f"PathRule {bad.pk}: prefix 'mango' is not valid" in problems
+    assert f"PathRule {dots.pk}: prefix '/a/../b' is not valid" in problems
+    assert f"PathRule {tie.pk}: prefix / on 'www.mango.com' ties" in problems
+    assert f"HostRule {odd.pk}: host 'bad host!' is not valid" in problems
+    assert f"Backend {backend.pk}: url 'HTTP://User:PassWord@" in problems
+    # Nothing was rewritten beyond its spelling: the credentials are still there.
+    stored = old_models.get_model("routing", "Backend").objects.get(pk=backend.pk).url
+    assert "PassWord" in stored

@@ -5,7 +5,7 @@ import json
 import pytest
 from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
 from django.core.management import call_command
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, connection, models, transaction
 from django.db.models import F, ProtectedError, Value
 from django.db.models.functions import Concat
 from django.test.utils import CaptureQueriesContext
@@ -380,6 +380,19 @@ def test_an_update_of_many_rows_returns_how_many_it_changed(mango, routing_rows)
     assert Backend.objects.filter(pool__name="none").update(weight=3) == 0
 
 
+def test_a_related_managers_write_is_checked_and_bumps_the_version(mango):
+    apple = Pool.objects.create(name="apple")
+    backend = Backend.objects.create(pool=apple, url="http://127.0.0.1:1")
+    before = RoutingVersion.current()
+    mango.backends.add(backend)  # Django's own update(), through the base manager
+    assert RoutingVersion.current() > before
+    backend.refresh_from_db()
+    assert backend.pool == mango
+    twin = Backend.objects.create(pool=apple, url="http://127.0.0.1:1")
+    with pytest.raises(ValidationError):
+        mango.backends.add(twin)  # the same URL twice in one pool
+
+
 def test_health_results_are_written_without_the_configuration_checks(mango):
     backend = Backend.objects.create(pool=mango, url="http://127.0.0.1:1")
     with CaptureQueriesContext(connection) as queries:
@@ -401,7 +414,7 @@ def test_health_results_are_written_without_the_configuration_checks(mango):
 )
 def test_the_database_refuses_unnormalised_rows_written_around_the_models(mango, model, fields):
     with pytest.raises(IntegrityError), transaction.atomic():
-        model._base_manager.bulk_create([model(pool=mango, **fields)])
+        models.QuerySet(model).bulk_create([model(pool=mango, **fields)])  # around the checks
 
 
 @pytest.mark.parametrize("write", WRITE_PATHS[:4])

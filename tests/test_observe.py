@@ -10,6 +10,7 @@ import sys
 
 import pytest
 from django.core import checks
+from django.db import models
 
 from lbsite.settings import has_traceback
 from routing.models import Backend, HostRule, PathRule, Pool
@@ -148,7 +149,7 @@ def test_system_checks_warn_about_routing_that_cannot_work(settings):
     Backend.objects.create(pool=empty, url="http://127.0.0.1:1")
     # Written around the model layer, as raw SQL would be: its writes refuse
     # such a pair, and the database's constraints cannot tell the spellings apart.
-    PathRule._base_manager.bulk_create(
+    models.QuerySet(PathRule).bulk_create(
         [
             PathRule(prefix="/a", pool=empty),
             PathRule(prefix="/%61", host="", pool=empty),

@@ -90,6 +90,7 @@ def test_a_passing_check_ends_a_cool_down_without_rebuilding_the_table(demo_back
     Backend.objects.create(pool=pool, url=demo_backends["mango"][0])
     HostRule.objects.create(host="www.mango.com", pool=pool)
     built = table.get_route_table()
+    table.refresh_if_changed()  # the refresher's first look: it knows the health version now
     (snapshot,) = built.pools
     balancer.record_failure(snapshot, snapshot.backends[0])
     assert balancer.choose_backend(snapshot) is None  # cooling down for a minute

@@ -2,11 +2,15 @@
 
 Rows written with the ORM used to skip the checks that the admin's forms
 made; the next migration adds database constraints that such rows would
-break. A row that cannot be normalised (a prefix without a leading '/', a
-backend URL that is not http or https) or that would become a duplicate of
-another stops the migration with a list of what to fix.
+break, and every later write checks them. A row that is not valid as it
+stands (a host that is no DNS name, a prefix with a '..' segment, a backend
+URL with a path or credentials, a host rule that ties with a '/' path rule),
+or that would become a duplicate of another once normalised, stops the
+migration with a list of what to fix: nothing is rewritten beyond its
+spelling.
 """
 
+import re
 from urllib.parse import quote, unquote, urlsplit
 
 from django.db import IntegrityError, migrations, transaction
@@ -15,6 +19,7 @@ from django.db.models import F
 # Frozen copies of routing.models' normalisation as this migration was
 # written, so that later changes there cannot change what it does.
 PREFIX_SAFE_CHARACTERS = "!$&'()*+,;=:@-._~"
+HOST_LABEL_RE = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)")
 
 
 def normalise_host(value):
@@ -29,30 +34,54 @@ def normalise_prefix(value):
 
 
 def normalise_url(value):
-    parts = urlsplit(value.strip())
-    if parts.scheme.lower() not in ("http", "https"):
-        return value
-    return f"{parts.scheme}://{parts.netloc}".lower()
+    return value.strip().lower().removesuffix("/")
 
 
-def host_is_normalised(value):
-    return value == value.lower() and not value.endswith(".")
+def host_is_valid(value, blank=False):
+    if blank and value == "":
+        return True
+    name = value[2:] if value.startswith("*.") else value
+    labels = name.split(".")
+    return (
+        0 < len(name) <= 253
+        and all(HOST_LABEL_RE.fullmatch(label) for label in labels)
+        and (not value.startswith("*.") or len(labels) >= 2)
+    )
 
 
-def prefix_is_canonical(value):
-    return value.startswith("/") and (value == "/" or not value.endswith("/"))
+def prefix_is_valid(value):
+    segments = [unquote(part) for part in value.strip("/").split("/")] if value != "/" else []
+    return (
+        value.startswith("/")
+        and (value == "/" or not value.endswith("/"))
+        and value.isprintable()
+        and not any(char in value for char in "?# ")
+        and not any(segment in ("", ".", "..") for segment in segments)
+    )
 
 
-def url_is_normalised(value):
-    return value == value.lower() and value.startswith(("http://", "https://"))
+def url_is_valid(value):
+    parts = urlsplit(value)
+    try:
+        parts.port
+    except ValueError:
+        return False
+    return (
+        parts.scheme in ("http", "https")
+        and bool(parts.hostname)
+        and parts.username is None
+        and parts.password is None
+        and parts.path in ("", "/")
+        and not any(char in value for char in "?#")
+    )
 
 
 COLUMNS = [
     # model, field, normalise, what the constraint of the next migration accepts
-    ("HostRule", "host", normalise_host, host_is_normalised),
-    ("PathRule", "host", normalise_host, host_is_normalised),
-    ("PathRule", "prefix", normalise_prefix, prefix_is_canonical),
-    ("Backend", "url", normalise_url, url_is_normalised),
+    ("HostRule", "host", normalise_host, host_is_valid),
+    ("PathRule", "host", normalise_host, lambda value: host_is_valid(value, blank=True)),
+    ("PathRule", "prefix", normalise_prefix, prefix_is_valid),
+    ("Backend", "url", normalise_url, url_is_valid),
 ]
 
 
@@ -63,7 +92,9 @@ def normalise_rows(apps, schema_editor):
         model = apps.get_model("routing", model_name)
         for pk, value in model.objects.values_list("pk", field):
             new = normalise(value)
-            if new != value:
+            if not acceptable(new):
+                problems.append(f"{model_name} {pk}: {field} {value!r} is not valid")
+            elif new != value:
                 try:
                     with transaction.atomic():
                         model.objects.filter(pk=pk).update(**{field: new})
@@ -73,9 +104,11 @@ def normalise_rows(apps, schema_editor):
                         f"{model_name} {pk}: {field} {value!r} is {new!r} normalised, "
                         "which another row has"
                     )
-                    continue
-            if not acceptable(new):
-                problems.append(f"{model_name} {pk}: {field} {value!r} is not valid")
+    host_rules = apps.get_model("routing", "HostRule").objects
+    for pk, host in apps.get_model("routing", "PathRule").objects.filter(
+        prefix="/", host__in=host_rules.values("host")
+    ).values_list("pk", "host"):
+        problems.append(f"PathRule {pk}: prefix / on {host!r} ties with that host's HostRule")
     if problems:
         raise RuntimeError(
             "Fix or delete these routing rows, then migrate again:\n  " + "\n  ".join(problems)
