@@ -1,6 +1,7 @@
 """Editing the routing table in the admin, through Django's test client."""
 
 import pytest
+from django.db import models
 from django.utils import timezone
 
 from routing.models import Backend, HostRule, PathRule, Pool, RoutingVersion
@@ -99,6 +100,26 @@ def test_deleting_a_pool_in_use_is_refused_naming_its_rules(admin_client, mango)
     assert "*/mango → mango" in page
     admin_client.post(f"/admin/routing/pool/{mango.pk}/delete/", {"post": "yes"})
     assert Pool.objects.filter(pk=mango.pk).exists()
+
+
+def test_an_action_on_a_row_that_breaks_a_rule_says_so_instead_of_failing(admin_client, mango):
+    # A tie written around the models (raw SQL would do the same): no
+    # constraint in the database can see it, and the checks refuse the update.
+    HostRule.objects.create(host="www.mango.com", pool=mango)
+    (tie,) = models.QuerySet(PathRule).bulk_create(
+        [PathRule(host="www.mango.com", prefix="/", pool=mango)]
+    )
+    result = admin_client.post(
+        "/admin/routing/pathrule/",
+        {"action": "disable_selected", "_selected_action": [tie.pk]},
+        follow=True,
+    )
+    assert result.status_code == 200
+    assert "Nothing was changed: A host rule for www.mango.com already exists" in (
+        result.content.decode()
+    )
+    tie.refresh_from_db()
+    assert tie.enabled
 
 
 def test_disable_action_bumps_the_version_and_stops_routing(admin_client, client, mango):
