@@ -51,10 +51,11 @@ format: $(BIN)/.installed
 	ruff check --fix .
 	ruff format .
 
-## bench: the balancer beside nginx (wrk, loopback only), then route resolution
+## bench: the balancer beside nginx (wrk, loopback only), its capacity on slow backends, then route resolution
 bench: $(BIN)/.installed
 	@command -v wrk >/dev/null && command -v nginx >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends wrk nginx; }
 	python -m bench.run
+	python -m bench.capacity
 	python -m bench.resolve
 
 ## up: the same demo under Docker Compose (needs a Docker engine)

@@ -4,14 +4,16 @@ Starts two demo backends, the balancer exactly as production runs it
 (`gunicorn lbsite.wsgi` with gunicorn.conf.py, access log and metrics on),
 and nginx as a reference reverse proxy; runs bounded wrk runs at concurrency
 1, 8 and 64 against a backend directly, the balancer by host rule, the
-balancer by path rule, and nginx. Three references run under the same
-gunicorn settings (bench/references.py): a trivial app, a raw urllib3 proxy
-and a bare Django view with requests; they are measured at concurrency 1,
-then at concurrency 8 taking turns with the balancer for three rounds, and
-the CPU figures are the medians of those rounds. It prints one table and
-writes it as JSON under bench/results/. `make bench` then runs the
-route-resolution micro-benchmark.
-"""
+balancer by path rule, and nginx. Four references put the balancer's cost in
+proportion: a trivial app, a raw urllib3 proxy and a bare Django view with
+requests under the same gunicorn settings (bench/references.py,
+bench/django_reference.py), and a Flask proxy calling requests.get, written
+and run the tutorial's way (bench/tutorial_reference.py, gthread workers).
+They are measured at concurrency 1, then at concurrency 8 taking turns with
+the balancer for three rounds, and the CPU figures are the medians of those
+rounds. It prints one table and the targets, met or missed, and writes them
+as JSON under bench/results/. `make bench` then runs the capacity runs
+(bench/capacity.py) and the route-resolution micro-benchmark."""
 
 import json
 import os
@@ -24,6 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -38,12 +41,18 @@ CPU_CONCURRENCY = 8  # the concurrency at which CPU per request is compared
 # The balancer and the references take turns, round after round, so that a
 # slow spell of the machine weighs on all of them; medians are reported.
 CPU_ROUNDS = 3
-# Apps run under the balancer's own gunicorn settings, to put its cost in proportion.
+# Apps that put the balancer's cost in proportion, with the gunicorn flags they
+# run with on top of the balancer's own settings (gunicorn.conf.py).
 REFERENCES = {
-    "gunicorn_floor": "bench.references:hello",
-    "urllib3_proxy": "bench.references:urllib3_proxy",
-    "django_requests_proxy": "bench.django_reference:application",
+    "gunicorn_floor": ("bench.references:hello", []),
+    "urllib3_proxy": ("bench.references:urllib3_proxy", []),
+    "django_requests_proxy": ("bench.django_reference:application", []),
+    # As the tutorials run it: threaded workers, whatever the balancer's default.
+    "tutorial_flask_proxy": ("bench.tutorial_reference:app", ["--worker-class", "gthread"]),
 }
+# Environment variables through which requests.get would send the tutorial's
+# requests to a proxy instead of the backend; it still looks for them.
+PROXY_VARIABLES = ("http_proxy", "https_proxy", "all_proxy", "no_proxy")
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 NGINX_CONF = """
@@ -77,6 +86,34 @@ http {{
 """
 
 
+@dataclass(frozen=True)
+class Target:
+    """A figure of the run beside its target."""
+
+    name: str
+    value: float | None  # None when the run did not measure it
+    comparison: str  # "<=" or ">="
+    limit: float
+    unit: str = ""
+    digits: int = 2
+
+    @property
+    def met(self):
+        if self.value is None:
+            return None
+        return self.value <= self.limit if self.comparison == "<=" else self.value >= self.limit
+
+    def __str__(self):
+        target = f"target {self.comparison} {self.limit:g}{self.unit}"
+        if self.value is None:
+            return f"{self.name}: not measured in this run ({target})"
+        verdict = "met" if self.met else "missed"
+        return f"{self.name}: {self.value:.{self.digits}f}{self.unit} ({target}): {verdict}"
+
+    def as_dict(self):
+        return {**asdict(self), "met": self.met}
+
+
 def free_port():
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -94,14 +131,74 @@ def wait_for(url, host="localhost"):
     raise SystemExit(f"{url} did not come up")
 
 
-def start(command, env=None, log=None, cwd=PROJECT_ROOT):
+def start(command, env=None, log=None, cwd=PROJECT_ROOT, drop=()):
+    """Start a server with these variables added to the environment and those in `drop` removed."""
+    environment = {name: value for name, value in os.environ.items() if name not in drop}
     return subprocess.Popen(
         command,
         cwd=cwd,
-        env={**os.environ, **(env or {})},
+        env={**environment, **(env or {})},
         stdout=log or subprocess.DEVNULL,
         stderr=subprocess.STDOUT if log else subprocess.DEVNULL,
     )
+
+
+def stop(processes):
+    """Stop the servers this run started, last started first."""
+    for process in reversed(processes):
+        process.terminate()
+    for process in processes:
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def find_nginx():
+    """Return nginx's path, once both it and wrk are known to be installed."""
+    for tool in ("wrk", "nginx"):
+        if not shutil.which(tool) and not Path(f"/usr/sbin/{tool}").exists():
+            raise SystemExit(f"{tool} is missing: apt-get install {tool} (make bench does)")
+    return shutil.which("nginx") or "/usr/sbin/nginx"
+
+
+def prepare_balancer(home, rows):
+    """Give the balancer a database of its own under `home` with these routes; return its env."""
+    env = {
+        "DJANGO_SETTINGS_MODULE": "lbsite.settings",
+        "DATABASE_URL": f"sqlite:///{home / 'db.sqlite3'}",
+        "SECRET_KEY": secrets.token_urlsafe(50),
+        "STATIC_ROOT": str(home / "static"),
+        "PROMETHEUS_MULTIPROC_DIR": str(home / "metrics"),
+    }
+    (home / "routes.json").write_text(json.dumps(rows))
+    for command in (["migrate", "--noinput"], ["loaddata", str(home / "routes.json")]):
+        subprocess.run(
+            [sys.executable, "manage.py", *command],
+            cwd=PROJECT_ROOT,
+            env={**os.environ, **env},
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+    return env
+
+
+def start_balancer(env, home):
+    """Start the balancer as production runs it; return the process, traffic and admin ports."""
+    port, admin_port = free_port(), free_port()
+    log = open(home / "balancer.log", "w")  # noqa: SIM115
+    balancer = start(
+        [GUNICORN, "lbsite.wsgi", "-b", f"127.0.0.1:{port}"],
+        {**env, "ADMIN_BIND": f"127.0.0.1:{admin_port}"},
+        log=log,
+    )
+    return balancer, port, admin_port
+
+
+def prepare_nginx(home):
+    """Make the folders nginx writes to under `home`."""
+    for folder in ("body", "proxy", "fastcgi", "uwsgi", "scgi"):
+        (home / folder).mkdir()
 
 
 def cpu_seconds(pid):
@@ -157,9 +254,7 @@ def wrk(url, host, concurrency, pid=None):
 
 
 def main():
-    for tool in ("wrk", "nginx"):
-        if not shutil.which(tool) and not Path(f"/usr/sbin/{tool}").exists():
-            raise SystemExit(f"{tool} is missing: apt-get install {tool} (make bench does)")
+    nginx = find_nginx()
     home = Path(tempfile.mkdtemp(prefix="lb-bench-"))
     processes = []
     try:
@@ -185,13 +280,6 @@ def main():
         for backend in backends:
             wait_for(f"http://{backend}/healthcheck")
 
-        env = {
-            "DJANGO_SETTINGS_MODULE": "lbsite.settings",
-            "DATABASE_URL": f"sqlite:///{home / 'db.sqlite3'}",
-            "SECRET_KEY": secrets.token_urlsafe(50),
-            "STATIC_ROOT": str(home / "static"),
-            "PROMETHEUS_MULTIPROC_DIR": str(home / "metrics"),
-        }
         rows = [
             {"model": "routing.pool", "fields": {"name": "mango"}},
             *(
@@ -201,42 +289,28 @@ def main():
             {"model": "routing.hostrule", "fields": {"host": "bench.test", "pool": ["mango"]}},
             {"model": "routing.pathrule", "fields": {"prefix": "/bench", "pool": ["mango"]}},
         ]
-        (home / "routes.json").write_text(json.dumps(rows))
-        for command in (["migrate", "--noinput"], ["loaddata", str(home / "routes.json")]):
-            subprocess.run(
-                [sys.executable, "manage.py", *command],
-                cwd=PROJECT_ROOT,
-                env={**os.environ, **env},
-                check=True,
-                stdout=subprocess.DEVNULL,
-            )
-        balancer_port, admin_port = free_port(), free_port()
-        balancer_log = open(home / "balancer.log", "w")  # noqa: SIM115
-        balancer = start(
-            [GUNICORN, "lbsite.wsgi", "-b", f"127.0.0.1:{balancer_port}"],
-            {**env, "ADMIN_BIND": f"127.0.0.1:{admin_port}"},
-            log=balancer_log,
-        )
+        env = prepare_balancer(home, rows)
+        balancer, balancer_port, admin_port = start_balancer(env, home)
         processes.append(balancer)
         wait_for(f"http://127.0.0.1:{admin_port}/healthz")
 
         nginx_port = free_port()
-        for folder in ("body", "proxy", "fastcgi", "uwsgi", "scgi"):
-            (home / folder).mkdir()
+        prepare_nginx(home)
         (home / "nginx.conf").write_text(
             NGINX_CONF.format(
                 home=home, port=nginx_port, backend_a=backends[0], backend_b=backends[1]
             )
         )
-        nginx = shutil.which("nginx") or "/usr/sbin/nginx"
         processes.append(start([nginx, "-c", str(home / "nginx.conf"), "-g", "daemon off;"]))
         wait_for(f"http://127.0.0.1:{nginx_port}/")
 
         references = {}
-        for name, app in REFERENCES.items():
+        for name, (app, flags) in REFERENCES.items():
             port = free_port()
             reference = start(
-                [GUNICORN, app, "-b", f"127.0.0.1:{port}"], {"BENCH_BACKENDS": ",".join(backends)}
+                [GUNICORN, app, "-b", f"127.0.0.1:{port}", *flags],
+                {"BENCH_BACKENDS": ",".join(backends)},
+                drop=(*PROXY_VARIABLES, *(name.upper() for name in PROXY_VARIABLES)),
             )
             processes.append(reference)
             references[name] = (f"http://127.0.0.1:{port}/", "bench.test", reference.pid)
@@ -281,13 +355,7 @@ def main():
         propagation = measure_propagation(env, home, balancer_port)
         report(results, rounds, propagation)
     finally:
-        for process in reversed(processes):
-            process.terminate()
-        for process in processes:
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        stop(processes)
         shutil.rmtree(home, ignore_errors=True)
 
 
@@ -341,7 +409,11 @@ def report(results, rounds, propagation):
                 f"{run['p99_ms']:>9.2f}{'' if cpu is None else f'{cpu:.3f}':>12}"
                 f"{run['rps_vs_nginx']:>10.2f}{run['rps_vs_direct']:>10.2f}{run['errors']:>8}"
             )
-    lines += ["", "References, each under the balancer's gunicorn settings:"]
+    lines += [
+        "",
+        "References, under the balancer's gunicorn settings (the tutorial's proxy with gthread "
+        "workers):",
+    ]
     for name in REFERENCES:
         run = results[f"{name}@1"]
         run["added_p50_ms"] = run["p50_ms"] - results["direct@1"]["p50_ms"]
@@ -369,6 +441,7 @@ def report(results, rounds, propagation):
     summary = {
         "cpu_ms_per_request": cpu[host],
         **{f"{name}_cpu_ms_per_request": cpu[name] for name in REFERENCES},
+        "cpu_vs_tutorial_flask_proxy": ratio_to("tutorial_flask_proxy"),
         "cpu_vs_urllib3_proxy": ratio_to("urllib3_proxy"),
         "cpu_vs_django_requests_proxy": ratio_to("django_requests_proxy"),
         "throughput_vs_nginx_at_64": results[f"{host}@64"]["rps_vs_nginx"],
@@ -376,26 +449,61 @@ def report(results, rounds, propagation):
         **{
             f"{name}_added_p50_ms_at_1": results[f"{name}@1"]["added_p50_ms"] for name in REFERENCES
         },
+        "edit_propagation_ms": propagation * 1000,
     }
+    targets = [
+        Target(
+            "balancer CPU per proxied GET vs the tutorial's Flask + requests.get proxy",
+            summary["cpu_vs_tutorial_flask_proxy"],
+            "<=",
+            0.5,
+            "x",
+        ),
+        Target(
+            "balancer CPU per proxied GET vs the raw urllib3 proxy",
+            summary["cpu_vs_urllib3_proxy"],
+            "<=",
+            1.25,
+            "x",
+        ),
+        Target(
+            "throughput vs nginx at concurrency 64",
+            summary["throughput_vs_nginx_at_64"],
+            ">=",
+            0.30,
+            "x",
+        ),
+        Target(
+            "added p50 latency at concurrency 1", summary["added_p50_ms_at_1"], "<=", 0.8, " ms"
+        ),
+        Target(
+            "an edit until every worker routes by it",
+            summary["edit_propagation_ms"],
+            "<=",
+            1000,
+            " ms",
+            digits=0,
+        ),
+    ]
+    summary["targets"] = [target.as_dict() for target in targets]
     lines += [
         "",
         f"Balancer CPU per proxied GET (concurrency {CPU_CONCURRENCY}, median of "
-        f"{CPU_ROUNDS} rounds): {cpu[host]:.3f} ms (target <= 0.5 on the machine where a raw "
-        "urllib3 proxy costs 0.5 and a bare Django view with requests 0.75-1.0)",
-        f"  median ratios in this run: {summary['cpu_vs_urllib3_proxy']:.2f}x the raw urllib3 "
-        f"proxy ({cpu['urllib3_proxy']:.3f} ms), {summary['cpu_vs_django_requests_proxy']:.2f}x "
-        f"the bare Django view with requests ({cpu['django_requests_proxy']:.3f} ms); "
-        f"gunicorn's own floor, a trivial app, {cpu['gunicorn_floor']:.3f} ms",
-        f"Throughput vs nginx at concurrency 64: {summary['throughput_vs_nginx_at_64']:.0%} "
-        "(target >= 30%)",
-        f"Added p50 latency at concurrency 1: {summary['added_p50_ms_at_1']:.2f} ms "
-        "(target <= 0.8); in this run the raw urllib3 proxy adds "
+        f"{CPU_ROUNDS} rounds): {cpu[host]:.3f} ms; the tutorial's Flask proxy "
+        f"{cpu['tutorial_flask_proxy']:.3f} ms, the raw urllib3 proxy "
+        f"{cpu['urllib3_proxy']:.3f} ms, the bare Django view with requests "
+        f"{cpu['django_requests_proxy']:.3f} ms "
+        f"({summary['cpu_vs_django_requests_proxy']:.2f}x), gunicorn's own floor, a trivial app, "
+        f"{cpu['gunicorn_floor']:.3f} ms",
+        "Added p50 latency at concurrency 1 in this run: the tutorial's Flask proxy "
+        f"{summary['tutorial_flask_proxy_added_p50_ms_at_1']:.2f} ms, the raw urllib3 proxy "
         f"{summary['urllib3_proxy_added_p50_ms_at_1']:.2f} ms, the bare Django view "
         f"{summary['django_requests_proxy_added_p50_ms_at_1']:.2f} ms, gunicorn's trivial app "
         f"{summary['gunicorn_floor_added_p50_ms_at_1']:.2f} ms",
-        f"An edit reached every worker in {propagation * 1000:.0f} ms (target <= 1000)",
+        "",
+        "Targets (CPU ratios: medians of the rounds' ratios):",
+        *(f"  {target}" for target in targets),
     ]
-    summary["edit_propagation_ms"] = propagation * 1000
     print("\n".join(lines))
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"proxy-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json"
