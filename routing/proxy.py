@@ -23,7 +23,11 @@ logger = logging.getLogger(__name__)
 # SKIP_HEADER keeps the request as the client sent it.
 SKIPPABLE_DEFAULT_HEADERS = ("Accept-Encoding", "User-Agent")
 
+# The most read from a body at once, both ways; a read of the response body
+# passes on less as soon as less has arrived.
 CHUNK_SIZE = 64 * 1024
+# RFC 9112 §7.1: a chunk size is hex digits and nothing else (no sign, no 0x).
+CHUNK_SIZE_RE = re.compile(rb"[0-9A-Fa-f]+")
 # RFC 9112 §4: HTAB, SP, VCHAR and obs-text; at least one character.
 REASON_RE = re.compile(r"[\t \x21-\x7e\x80-\xff]+")
 POOL_CONNECTIONS = 32
@@ -166,7 +170,8 @@ class FinalResponse(http.client.HTTPResponse):
     Upgrade is never forwarded); headers are read by read_response_headers();
     a transfer coding other than chunked is refused; and the socket's timeout
     (urllib3 sets the read timeout) bounds the whole head, interim answers
-    included, not each read of it. The body's reads get the timeout each.
+    included, not each read of it. The body's reads get the timeout each. A
+    chunk size must be hex digits (_read_next_chunk_size).
     """
 
     def __init__(self, sock, *args, **kwargs):
@@ -224,6 +229,23 @@ class FinalResponse(http.client.HTTPResponse):
             self.length = 0
         if not self.will_close and not self.chunked and self.length is None:
             self.will_close = True
+
+    def _read_next_chunk_size(self):
+        """Return the next chunk's size, refusing one that is not plain hex digits.
+
+        http.client's own takes whatever int(size, 16) takes: `0x5`, `+5`,
+        `5_0`, and `-5`, after which it would read on to the end of the
+        connection as if it were the chunk. A ValueError is its signal that
+        the chunked framing is broken: the body is then cut short.
+        """
+        line = self.fp.readline(http.client._MAXLINE + 1)
+        if len(line) > http.client._MAXLINE:
+            raise http.client.LineTooLong("chunk size")
+        size = line.split(b";", 1)[0].rstrip(b" \t\r\n")
+        if not CHUNK_SIZE_RE.fullmatch(size):
+            self._close_conn()
+            raise ValueError(f"chunk size line {line[:80]!r}")
+        return int(size, 16)
 
 
 # urllib3 re-encodes every request target (upper-cases %7e, encodes `|`, a lone
@@ -457,8 +479,22 @@ class UpstreamBody:
         self.on_close = on_close
 
     def __iter__(self):
+        # An empty first piece makes the server send the head now. The client
+        # of a stream learns the status before the first event comes, and a
+        # body that breaks before its first byte is still signalled by an
+        # abort: a server that has sent nothing answers an error with a 500.
+        yield b""
+        raw = self.upstream.raw
         try:
-            yield from self.upstream.raw.stream(CHUNK_SIZE, decode_content=False)
+            # read1 returns what has arrived, up to CHUNK_SIZE (and within the
+            # current chunk), without waiting for more, whatever the framing;
+            # read() would wait to fill CHUNK_SIZE and hold a stream of small
+            # events back until a Content-Length or close-delimited body ends.
+            # Each wait gets the read timeout (FinalResponse's reader), and
+            # urllib3 gives the connection back to the pool once the body has
+            # ended, and closes it when reading fails.
+            while data := raw.read1(CHUNK_SIZE, decode_content=False):
+                yield data
         except (urllib3.exceptions.HTTPError, OSError) as error:
             # The status line is long gone: the only honest signal left is to
             # abort the client's connection, which the server does on raise.

@@ -1,6 +1,7 @@
 """What the client sends is what the backend gets, and back: the balancer under gunicorn,
 driven by real clients, against httpbin, the echo backend and backends that misbehave."""
 
+import functools
 import gzip
 import hashlib
 import http.client
@@ -45,9 +46,14 @@ HTTPBIN_GUNICORN = os.environ.get(
 )
 
 
+def chunk(data):
+    """Frame data as one chunk of a chunked body."""
+    return f"{len(data):x}\r\n".encode() + data + b"\r\n"
+
+
 def chunked(body):
     """Frame a body as one chunk and the last chunk."""
-    return f"{len(body):x}\r\n".encode() + body + b"\r\n0\r\n\r\n"
+    return chunk(body) + b"0\r\n\r\n"
 
 
 GZIPPED = gzip.compress(b"zipped", mtime=0)
@@ -60,6 +66,7 @@ RAW_ANSWERS = {
     "hints": b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n"
     b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-Final: yes\r\n\r\nfinal",
     "truncated": b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly ten b",
+    "cut-before-body": b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n",
     "bad-header": b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-Bad: a\x01b\r\n\r\nok",
     # A line that is no header would end the block for a lenient parser, and
     # lose the Content-Length after it; so would a space before the colon.
@@ -137,11 +144,44 @@ def trickle_body(conn, _read):
         conn.sendall(bytes([byte]))
 
 
+def stall_mid_body(conn, _read, sent=b"01234"):
+    """Send the head and part of the body, then fall silent for longer than the read timeout."""
+    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n" + sent)
+    time.sleep(3 * SLOW_READ_TIMEOUT)
+
+
 SLOW_ANSWERS = {
     "trickled-head": trickle_head,
     "endless-continue": endless_continue,
     "trickled-body": trickle_body,
+    "stalled-body": stall_mid_body,
+    "stalled-head-only": functools.partial(stall_mid_body, sent=b""),
 }
+
+# Server-sent events, one every 0.3 s, in each of the three ways a body can be framed.
+EVENTS = [f"data: event {n}\n\n".encode() for n in range(5)]
+EVENT_INTERVAL = 0.3
+EVENT_FRAMINGS = {
+    "chunked": b"Transfer-Encoding: chunked\r\n",
+    "content-length": b"Content-Length: %d\r\n" % len(b"".join(EVENTS)),
+    "close-delimited": b"Connection: close\r\n",
+}
+
+
+def send_events(framing, conn, _read):
+    """Send the head, then the events 0.3 s apart, framed as framing says."""
+    conn.sendall(
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+        + EVENT_FRAMINGS[framing]
+        + b"\r\n"
+    )
+    for number, event in enumerate(EVENTS):
+        if number:
+            time.sleep(EVENT_INTERVAL)
+        conn.sendall(chunk(event) if framing == "chunked" else event)
+    if framing == "chunked":
+        conn.sendall(b"0\r\n\r\n")
+    # Returning closes the connection: the end of a close-delimited body.
 
 
 class Bed:
@@ -177,6 +217,9 @@ class Bed:
         for name, answer in (("reset-early", reset_before_headers), ("reset-mid", reset_mid_body)):
             self.raw.append(RawBackend(answer))
             raw_urls[name] = self.raw[-1].url
+        for framing in EVENT_FRAMINGS:
+            self.raw.append(RawBackend(functools.partial(send_events, framing)))
+            raw_urls[f"events-{framing}"] = self.raw[-1].url
         rows = [
             *pool_rows("echo", [self.echo]),
             rule_row("echo", host="echo.test"),
@@ -703,12 +746,15 @@ def test_broken_answer_before_the_body_gets_502(bed, backend):
     assert in_flight(bed) == 0
 
 
-@pytest.mark.parametrize("backend", ["truncated", "reset-mid"])
+@pytest.mark.parametrize(
+    "backend", ["truncated", "cut-before-body", "reset-mid", "stalled-body", "stalled-head-only"]
+)
 def test_broken_body_aborts_the_clients_connection(bed, backend):
+    logged = bed.balancer.log().count("broke off its response")
     with pytest.raises(requests.exceptions.ChunkedEncodingError):
         requests.get(bed.balancer.url, headers={"Host": f"{backend}.test"}, timeout=10)
     deadline = time.monotonic() + 5
-    while "broke off its response" not in bed.balancer.log():
+    while bed.balancer.log().count("broke off its response") == logged:
         assert time.monotonic() < deadline, "the broken response was not logged"
         time.sleep(0.05)
 
@@ -815,6 +861,27 @@ def test_a_backend_cannot_stretch_the_response_head_past_the_read_timeout(bed, b
     # The backend would take 15 s, never silent for a whole read timeout.
     assert SLOW_READ_TIMEOUT <= elapsed < SLOW_ATTEMPTS * SLOW_READ_TIMEOUT + 3
     assert in_flight(bed) == 0
+
+
+@pytest.mark.parametrize("framing", list(EVENT_FRAMINGS))
+def test_a_response_is_passed_on_as_it_arrives_in_every_framing(bed, framing):
+    connection = http.client.HTTPConnection(bed.balancer.url.removeprefix("http://"), timeout=10)
+    try:
+        started = time.monotonic()
+        connection.request("GET", "/", headers={"Host": f"events-{framing}.test"})
+        response = connection.getresponse()
+        body, arrivals = b"", []
+        while data := response.read1(65536):  # what has come, without waiting for more
+            body += data
+            arrivals += [time.monotonic() - started] * (body.count(b"\n\n") - len(arrivals))
+    finally:
+        connection.close()
+    print(f"{framing}: events arrived at " + ", ".join(f"{at:.2f}" for at in arrivals) + " s")
+    assert (response.status, body) == (200, b"".join(EVENTS))
+    # Sent 0.3 s apart over 1.2 s: held back for a buffer, they would arrive together at the end.
+    assert arrivals[0] < 0.6
+    assert arrivals[-1] - arrivals[0] >= 0.9
+    assert arrivals[-1] < 5
 
 
 def test_after_the_head_the_read_timeout_bounds_each_wait_for_the_body(bed):

@@ -6,13 +6,17 @@ import io
 import socket
 import threading
 import time
+from types import SimpleNamespace
 
 import pytest
+import urllib3
+from urllib3.exceptions import ProtocolError, ReadTimeoutError
 
 from routing.proxy import (
     FinalResponse,
     MalformedResponseHeader,
     UnsupportedResponseCoding,
+    UpstreamBody,
     read_response_headers,
 )
 
@@ -73,13 +77,15 @@ def test_limits_are_http_clients():
 
 
 READ_TIMEOUT = 0.5
+CLOSE = None
 
 
 @contextlib.contextmanager
 def backend_sending(*pieces, interval=0.0):
     """Yield the near end of a socket pair whose far end sends the pieces.
 
-    A piece is bytes to send, then pause `interval`, or seconds to pause.
+    A piece is bytes to send, then pause `interval`, seconds to pause, or
+    CLOSE to end the sending side (the end of a close-delimited body).
     """
     near, far = socket.socketpair()
     near.settimeout(READ_TIMEOUT)  # as urllib3 sets the read timeout before the head
@@ -87,7 +93,9 @@ def backend_sending(*pieces, interval=0.0):
     def send():
         with contextlib.suppress(OSError):
             for piece in pieces:
-                if isinstance(piece, float):
+                if piece is CLOSE:
+                    far.shutdown(socket.SHUT_WR)
+                elif isinstance(piece, float):
                     time.sleep(piece)
                 else:
                     far.sendall(piece)
@@ -168,3 +176,134 @@ def test_a_transfer_coding_other_than_chunked_is_refused(codings):
     answer = b"HTTP/1.1 200 OK\r\n" + lines + b"\r\n2\r\nok\r\n0\r\n\r\n"
     with backend_sending(answer) as sock, pytest.raises(UnsupportedResponseCoding):
         begin_response(sock)
+
+
+class PooledConnection:
+    """Stands for a backend connection and its pool: tells whether it went back to be reused.
+
+    urllib3 puts a connection it has closed back in the pool too: the pool
+    opens a new one in its place.
+    """
+
+    def __init__(self):
+        self.closed = self.reusable = False
+
+    def _put_conn(self, connection):  # the pool's side
+        connection.reusable = not connection.closed
+
+    def close(self):
+        self.closed = True
+
+
+def upstream_body(sock):
+    """Return the body the proxy passes on, over urllib3's response as the adapter gets it."""
+    final = begin_response(sock)
+    connection = PooledConnection()
+    raw = urllib3.HTTPResponse(
+        body=final,
+        headers=urllib3.HTTPHeaderDict(final.headers.items()),
+        status=final.status,
+        preload_content=False,
+        decode_content=False,
+        original_response=final,
+        pool=connection,
+        connection=connection,
+        request_method="GET",
+    )
+    upstream = SimpleNamespace(raw=raw, close=raw.close)
+    return UpstreamBody(upstream, "http://backend.test"), connection
+
+
+EVENTS = [f"data: {n}\n\n".encode() for n in range(4)]
+EVENT_INTERVAL = 0.15
+
+
+def chunk(data):
+    return f"{len(data):x}\r\n".encode() + data + b"\r\n"
+
+
+FRAMINGS = {
+    # (header, framed events, end of the body)
+    "chunked": (b"Transfer-Encoding: chunked\r\n", [chunk(e) for e in EVENTS], [b"0\r\n\r\n"]),
+    "content-length": (b"Content-Length: %d\r\n" % len(b"".join(EVENTS)), EVENTS, []),
+    "close-delimited": (b"Connection: close\r\n", EVENTS, [CLOSE]),
+}
+
+
+@pytest.mark.parametrize("framing", list(FRAMINGS))
+def test_the_body_is_passed_on_as_it_arrives_and_its_connection_returned_at_its_end(framing):
+    header, events, end = FRAMINGS[framing]
+    head = b"HTTP/1.1 200 OK\r\n" + header + b"\r\n"
+    pauses = [EVENT_INTERVAL] * len(events)
+    pieces = [head, *(piece for pair in zip(events, pauses, strict=True) for piece in pair), *end]
+    with backend_sending(*pieces) as sock:
+        started = time.monotonic()
+        body, connection = upstream_body(sock)
+        pieces, arrivals, reusable = [], [], []
+        for data in body:
+            pieces.append(data)
+            arrivals.append(time.monotonic() - started)
+            reusable.append(connection.reusable)
+    assert pieces[0] == b""  # the head goes out before the first read
+    assert pieces[1:] == EVENTS
+    # Sent 0.15 s apart: none waits for the next, or for the end of the body.
+    assert arrivals[1] < EVENT_INTERVAL
+    assert arrivals[-1] - arrivals[1] >= 2 * EVENT_INTERVAL
+    # Back in the pool once the body has ended (a Content-Length body's with its last bytes).
+    assert not any(reusable[:-1])
+    assert connection.reusable
+
+
+def test_each_wait_for_the_body_is_bounded_by_the_read_timeout(caplog):
+    head = b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n"
+    with backend_sending(head, b"01234", 2.0) as sock:
+        body, connection = upstream_body(sock)
+        received = []
+        started = time.monotonic()
+        with pytest.raises(ReadTimeoutError):
+            for data in body:
+                received.append(data)
+        assert READ_TIMEOUT <= time.monotonic() - started < READ_TIMEOUT + 0.5
+    assert received == [b"", b"01234"]
+    assert connection.closed and not connection.reusable
+    assert "Backend http://backend.test broke off its response" in caplog.text
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        b"Content-Length: 10\r\n\r\n01234",
+        b"Transfer-Encoding: chunked\r\n\r\n5\r\n01234\r\n",
+        b"Transfer-Encoding: chunked\r\n\r\na\r\n01234",
+    ],
+    ids=["short-length", "no-last-chunk", "short-chunk"],
+)
+def test_a_body_cut_short_is_an_error_and_its_connection_closed(answer):
+    with backend_sending(b"HTTP/1.1 200 OK\r\n" + answer, CLOSE) as sock:
+        body, connection = upstream_body(sock)
+        received = []
+        with pytest.raises(ProtocolError):
+            for data in body:
+                received.append(data)
+    assert b"".join(received) == b"01234"
+    assert connection.closed and not connection.reusable
+
+
+@pytest.mark.parametrize("size", [b"-5", b"0x5", b"+5", b"0_5", b" 5", b"5z", b""])
+def test_a_chunk_size_that_is_not_hex_digits_breaks_off_the_body(size):
+    answer = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + size
+    # Read on as a chunk, a negative size would pass on all that follows.
+    with backend_sending(answer + b"\r\n01234\r\n0\r\n\r\n", CLOSE) as sock:
+        body, connection = upstream_body(sock)
+        with pytest.raises(ProtocolError):
+            assert list(body) == [b""]
+    assert connection.closed and not connection.reusable
+
+
+@pytest.mark.parametrize("size", [b"5", b"05", b"5;name=value", b"5 ; name", b"5 "])
+def test_a_chunk_size_of_hex_digits_may_have_extensions(size):
+    answer = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + size
+    with backend_sending(answer + b"\r\n01234\r\n0\r\n\r\n") as sock:
+        body, connection = upstream_body(sock)
+        assert b"".join(body) == b"01234"
+    assert connection.reusable
