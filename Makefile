@@ -6,7 +6,7 @@ HTTPBIN_BIN := $(abspath .venv-httpbin)/bin
 PYTHON ?= python3
 export PATH := $(BIN):$(PATH)
 
-.PHONY: run test lint format up down clean chromium screenshots bench
+.PHONY: run test lint format up down clean chromium curl screenshots bench
 
 $(BIN)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,10 @@ $(HTTPBIN_BIN)/.installed: tests/httpbin/requirements.txt
 chromium:
 	@command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; }
 
+# The HTTP/2 tests are a real HTTP/2 client's: Debian's curl, built with nghttp2.
+curl:
+	@command -v curl >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends curl ca-certificates; }
+
 # A secret key made once per checkout; honcho reads .env for every command.
 .env:
 	$(PYTHON) -c "import secrets; print('SECRET_KEY=' + secrets.token_urlsafe(50))" > $@
@@ -36,7 +40,7 @@ run: $(BIN)/.installed .env
 	honcho start
 
 ## test: lint, then the whole test suite
-test: $(BIN)/.installed $(HTTPBIN_BIN)/.installed chromium lint
+test: $(BIN)/.installed $(HTTPBIN_BIN)/.installed chromium curl lint
 	HTTPBIN_GUNICORN=$(HTTPBIN_BIN)/gunicorn pytest
 
 ## screenshots: refresh the admin screenshots in docs/ from the browser test

@@ -12,7 +12,7 @@ import tempfile
 from gunicorn import sock
 from gunicorn.util import parse_address
 
-from lbsite import listeners
+from lbsite import http2, listeners
 
 # Threaded workers: a slow client or a slow backend holds a thread, not a
 # whole process, and connections to clients and backends are kept alive.
@@ -27,6 +27,10 @@ graceful_timeout = int(os.environ.get("GRACEFUL_TIMEOUT", "30"))
 # TLS termination by gunicorn itself, when both files are given.
 certfile = os.environ.get("TLS_CERTFILE") or None
 keyfile = os.environ.get("TLS_KEYFILE") or None
+# With TLS, each client chooses HTTP/2 or HTTP/1.1 by ALPN. Without, HTTP/1.1
+# only: browsers speak HTTP/2 over TLS alone, and cleartext HTTP/2 (h2c) is
+# for a trusted proxy in front, which can as well speak HTTP/1.1 here.
+http_protocols = "h2,h1" if certfile and keyfile else "h1"
 
 # gunicorn's control socket has one default path per user; several masters
 # (balancer and demo backends) on one machine would fight over it.
@@ -125,6 +129,23 @@ def prepare_metrics_directory():
     for name in os.listdir(directory):
         if name.endswith(".db"):
             os.remove(os.path.join(directory, name))
+
+
+def post_worker_init(worker):
+    """Offer HTTP/2 only from a worker class that serves it (gthread, gevent)."""
+    if "h2" in worker.cfg.http_protocols and not http2.serves_http2(worker):
+        # gunicorn would still offer h2 by ALPN, and its clients would get no answer.
+        worker.cfg.set("http_protocols", "h1")
+        worker.log.warning(
+            "HTTP/2 is off: the %s worker cannot serve it.", worker.cfg.worker_class_str
+        )
+
+
+def pre_request(worker, req):
+    """Give an HTTP/2 request the form an HTTP/1.1 one has, before its environ is built."""
+    worker.log.debug("%s %s", req.method, req.path)  # gunicorn's own pre_request
+    if http2.is_http2(req):
+        http2.as_http1(req)
 
 
 def child_exit(server, worker):

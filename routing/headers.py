@@ -77,6 +77,11 @@ CONTENT_LENGTH_RE = re.compile(r"[0-9]+")
 COOKIE_SEPARATOR_RE = re.compile(r"(;|,(?=[^;,=]*=))")
 
 
+# gunicorn marks an HTTP/2 request by this key of its environ (over any
+# Version header the client sent): a marker, not a header of the client's.
+HTTP2_MARKER_KEY = "HTTP_VERSION"
+
+
 class InvalidHeaders(ValueError):
     """A backend sent headers that cannot be passed on as they are."""
 
@@ -88,8 +93,9 @@ def connection_tokens(value):
 
 def client_headers(meta):
     """Yield (name, value) for each header the client sent, from the WSGI environ."""
+    marker = HTTP2_MARKER_KEY if meta.get("SERVER_PROTOCOL", "").startswith("HTTP/2") else None
     for key, value in meta.items():
-        if key.startswith("HTTP_"):
+        if key.startswith("HTTP_") and key != marker:
             yield key[5:].replace("_", "-").title(), value
         elif key in ("CONTENT_TYPE", "CONTENT_LENGTH") and value:
             yield key.replace("_", "-").title(), value

@@ -153,6 +153,16 @@ def balancer_environment(home, rows, **settings):
     return env
 
 
+def demo_fixture(demo_backends):
+    """The fruit_routes fixture, with its backends moved to the test servers."""
+    rows = json.loads((PROJECT_ROOT / "routing/fixtures/fruit_routes.json").read_text())
+    urls = iter(demo_backends["mango"] + demo_backends["apple"])
+    for row in rows:
+        if row["model"] == "routing.backend":
+            row["fields"]["url"] = next(urls)
+    return rows
+
+
 class Balancer:
     """`gunicorn lbsite.wsgi` on free loopback ports, its log kept in a file.
 

@@ -23,6 +23,7 @@ from .conftest import (
     PROJECT_ROOT,
     Balancer,
     balancer_environment,
+    demo_fixture,
     exchange,
     listening_socket,
     manage,
@@ -37,16 +38,6 @@ from .conftest import (
 ADMIN_PASSWORD = secrets.token_urlsafe(16)
 WORKERS = 2
 PROPAGATION_BOUND = 5  # seconds; the product promises 1 s, `make bench` measures it
-
-
-def demo_fixture(demo_backends):
-    """The fruit_routes fixture, with its backends moved to the test servers."""
-    rows = json.loads((PROJECT_ROOT / "routing/fixtures/fruit_routes.json").read_text())
-    urls = iter(demo_backends["mango"] + demo_backends["apple"])
-    for row in rows:
-        if row["model"] == "routing.backend":
-            row["fields"]["url"] = next(urls)
-    return rows
 
 
 @pytest.fixture(scope="module")
