@@ -49,6 +49,7 @@ from bench.run import (
     parse_latency,
     prepare_balancer,
     prepare_nginx,
+    process_tree,
     start,
     start_balancer,
     stop,
@@ -162,12 +163,8 @@ def drain(backend_ports):
 
 def tree_rss(pid):
     """Return the resident memory in bytes of a process and its children (master and workers)."""
-    pids = [pid]
-    children = Path(f"/proc/{pid}/task/{pid}/children")
-    if children.exists():
-        pids += [int(child) for child in children.read_text().split()]
     total = 0
-    for each in pids:
+    for each in process_tree(pid):
         try:
             status = Path(f"/proc/{each}/status").read_text()
         except (FileNotFoundError, ProcessLookupError):  # a worker that just exited

@@ -201,14 +201,19 @@ def prepare_nginx(home):
         (home / folder).mkdir()
 
 
-def cpu_seconds(pid):
-    """CPU time of a process and all its live children (gunicorn master and workers)."""
+def process_tree(pid):
+    """Return a process and its live children (a gunicorn master and its workers)."""
     pids = [pid]
     children = Path(f"/proc/{pid}/task/{pid}/children")
     if children.exists():
         pids += [int(child) for child in children.read_text().split()]
+    return pids
+
+
+def cpu_seconds(pid):
+    """CPU time of a process and all its live children (gunicorn master and workers)."""
     total = 0
-    for each in pids:
+    for each in process_tree(pid):
         fields = Path(f"/proc/{each}/stat").read_text().rsplit(")", 1)[1].split()
         total += int(fields[11]) + int(fields[12])  # utime, stime
     return total / CLOCK_TICKS
