@@ -1,12 +1,14 @@
 """gunicorn settings, read by `gunicorn lbsite.wsgi` from the project root.
 
 The demo backends (`gunicorn backend_app.wsgi -b ...`) are started from the
-same directory and read this file too: the settings suit them as well, their
-command-line flags override them, and the hooks act for the balancer only.
+same directory and read this file too: the settings suit them as well (they
+run evented workers too), their command-line flags override them, and the
+hooks act for the balancer only, but for the open-files limit.
 """
 
 import ipaddress
 import os
+import resource
 import tempfile
 
 from gunicorn import sock
@@ -14,11 +16,26 @@ from gunicorn.util import parse_address
 
 from lbsite import http2, listeners
 
-# Threaded workers: a slow client or a slow backend holds a thread, not a
-# whole process, and connections to clients and backends are kept alive.
-worker_class = "gthread"
+# Evented workers: gevent serves each client connection in a greenlet, so a
+# slow or idle client, or a request waiting on a slow backend, costs a little
+# memory rather than one of a few threads. gevent patches the standard
+# library in each worker before the application is imported (no preload_app:
+# see on_starting). GUNICORN_WORKER_CLASS=gthread brings back threads.
+WORKER_CLASSES = {"gevent": "lbsite.workers.GeventWorker", "gthread": "gthread"}
+try:
+    worker_class = WORKER_CLASSES[os.environ.get("GUNICORN_WORKER_CLASS") or "gevent"]
+except KeyError:
+    raise SystemExit(f"GUNICORN_WORKER_CLASS is one of {', '.join(WORKER_CLASSES)}.") from None
 workers = int(os.environ.get("WEB_CONCURRENCY", os.cpu_count() or 2))
-threads = int(os.environ.get("GUNICORN_THREADS", "16"))
+# Client connections one worker serves at once, idle keep-alive ones included;
+# more wait in the listen queue. Each proxied request also holds a backend
+# connection: see raise_open_files_limit.
+worker_connections = int(os.environ.get("WORKER_CONNECTIONS") or "1000")
+# Threads per worker, read by the gthread worker only.
+threads = int(os.environ.get("GUNICORN_THREADS") or "16")
+# Seconds an idle kept-alive connection stays open. The gevent worker also
+# gives a client this long to finish its TLS handshake and to send each
+# request head, which ends slowloris connections (0 would lift the bounds).
 keepalive = 5
 timeout = 60
 # Requests in flight get this long to finish on shutdown and reload.
@@ -49,9 +66,65 @@ BALANCER_APP = "lbsite.wsgi"
 
 
 def on_starting(server):
-    """Give the balancer's workers an empty metrics directory."""
-    if server.app.app_uri == BALANCER_APP:  # a demo backend started from here: not its business
-        prepare_metrics_directory()
+    """Raise the open-files limit; check the balancer's worker model, empty its metrics."""
+    raise_open_files_limit(server)
+    if server.app.app_uri != BALANCER_APP:  # a demo backend started from here: not its business
+        return
+    check_worker_model(server)
+    prepare_metrics_directory()
+
+
+# Descriptors a worker needs besides its connections: listeners, the database,
+# metrics files, logs, gevent's own.
+OPEN_FILES_MARGIN = 100
+
+
+def raise_open_files_limit(server):
+    """Let every worker hold two sockets per connection: the client's and a backend's.
+
+    The soft limit (often 1024) is raised as far as the hard limit allows,
+    for the master and the workers it forks; a warning says when that is not
+    enough for WORKER_CONNECTIONS.
+    """
+    needed = 2 * server.cfg.worker_connections + OPEN_FILES_MARGIN
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= needed:
+        return
+    raised = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+    if raised > soft:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (raised, hard))
+    if raised < needed:
+        server.log.warning(
+            "Open files limit %s is below the %s that %s connections per worker need: "
+            "raise it (ulimit -n) or lower WORKER_CONNECTIONS.",
+            raised,
+            needed,
+            server.cfg.worker_connections,
+        )
+
+
+def check_worker_model(server):
+    """Refuse preload_app under gevent; say that GUNICORN_THREADS is no longer read.
+
+    gevent patches sockets, locks and sleeps in each worker, before the
+    application is imported. Preloaded in the master, the application would
+    keep unpatched locks and database drivers, and block a whole worker.
+    """
+    if not uses_gevent(server.worker_class):
+        return
+    if server.cfg.preload_app:
+        raise SystemExit(
+            "preload_app cannot be used with the gevent worker: the application must be "
+            "imported after gevent has patched the worker. Drop --preload, or set "
+            "GUNICORN_WORKER_CLASS=gthread."
+        )
+    if os.environ.get("GUNICORN_THREADS"):
+        server.log.warning(
+            "GUNICORN_THREADS is read by the gthread worker only; the gevent worker serves "
+            "WORKER_CONNECTIONS (%s) connections per worker. Set GUNICORN_WORKER_CLASS=gthread "
+            "to keep threads.",
+            server.cfg.worker_connections,
+        )
 
 
 def when_ready(server):
@@ -101,6 +174,21 @@ def check_listeners(traffic, bind, admin_port):
             f"ADMIN_BIND {bind} shares port {admin_port} with a traffic listener: give the "
             "admin a port of its own (or ADMIN_BIND=off)."
         )
+
+
+def uses_gevent(worker_class):
+    """Whether a gunicorn worker class is gevent's (gunicorn's own, or lbsite.workers')."""
+    return any(cls.__module__ == "gunicorn.workers.ggevent" for cls in worker_class.__mro__)
+
+
+def ssl_context(config, default_ssl_context_factory):
+    """Return gunicorn's TLS context; under gevent, one that ends slow or failed handshakes."""
+    context = default_ssl_context_factory()
+    if not uses_gevent(config.worker_class):
+        return context
+    from lbsite.workers import HandshakeDeadline  # in a gevent worker: gevent is loaded
+
+    return HandshakeDeadline(context, config.keepalive)
 
 
 class OnlyAddresses:

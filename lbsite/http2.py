@@ -9,7 +9,8 @@ fields that an HTTP/2 client split up are joined with "; " by h2 itself,
 as RFC 9113 §8.2.3 asks.)
 """
 
-# gunicorn's worker classes that serve HTTP/2. The others (sync, tornado,
+# gunicorn's worker classes that serve HTTP/2, and so their subclasses (the
+# balancer's own lbsite.workers.GeventWorker). The others (sync, tornado,
 # gevent's pywsgi) read HTTP/1.1 from every connection, also from a client
 # that chose h2 by ALPN, which then gets no answer at all.
 HTTP2_WORKERS = frozenset(
@@ -19,8 +20,9 @@ HTTP2_WORKERS = frozenset(
 
 def serves_http2(worker):
     """Whether this gunicorn worker serves the HTTP/2 connections it accepts."""
-    kind = type(worker)
-    return f"{kind.__module__}.{kind.__qualname__}" in HTTP2_WORKERS
+    return any(
+        f"{kind.__module__}.{kind.__qualname__}" in HTTP2_WORKERS for kind in type(worker).__mro__
+    )
 
 
 def is_http2(request):

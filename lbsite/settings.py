@@ -160,6 +160,10 @@ TEMPLATES = [
 
 WSGI_APPLICATION = "lbsite.wsgi.application"
 
+# Connections are kept for CONN_MAX_AGE by the threads that live as long as
+# their process: the route-table refresher of each worker, the health checker.
+# Requests close theirs (routing/handler.py, routing/table.py): under gevent a
+# request's thread is its client connection's greenlet, which ends with it.
 DATABASES = {
     "default": dj_database_url.config(
         default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}",
@@ -167,6 +171,12 @@ DATABASES = {
         conn_health_checks=True,
     )
 }
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # Write-ahead logging: a reader (every worker's refresher) never waits for
+    # a writer in another process (an admin edit, the health checker, a
+    # migration). SQLite waits inside C code, which under gevent would hold
+    # up every request of the worker.
+    DATABASES["default"].setdefault("OPTIONS", {})["init_command"] = "PRAGMA journal_mode=WAL"
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -205,6 +215,11 @@ def has_traceback(record):
     return record.exc_info is not None
 
 
+def is_no_pool_overflow(record):
+    """Keep a log record unless it is urllib3's note of a surplus connection closed."""
+    return not str(record.msg).startswith("Connection pool is full")
+
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
@@ -214,6 +229,10 @@ LOGGING = {
     },
     "filters": {
         "with_traceback": {"()": "django.utils.log.CallbackFilter", "callback": has_traceback},
+        "no_pool_overflow": {
+            "()": "django.utils.log.CallbackFilter",
+            "callback": is_no_pool_overflow,
+        },
     },
     "handlers": {
         "console": {"class": "logging.StreamHandler", "formatter": "plain"},
@@ -225,5 +244,10 @@ LOGGING = {
         # Proxied 4xx/5xx answers are the backends' (and logged in the access
         # log): only the balancer's own crashes, which carry a traceback, pass.
         "django.request": {"level": "ERROR", "filters": ["with_traceback"]},
+        # A worker may have more requests at one backend than it keeps
+        # connections to it (routing/proxy.py, POOL_MAXSIZE): the surplus are
+        # closed after use, as nginx's upstream keepalive does, and a warning
+        # for each would flood the log at the moments of most load.
+        "urllib3.connectionpool": {"filters": ["no_pool_overflow"]},
     },
 }

@@ -1,6 +1,7 @@
 """The WSGI application: traffic goes straight to the proxy view, the admin listener to Django."""
 
 from django.core.handlers.wsgi import WSGIHandler, WSGIRequest
+from django.db import connections
 
 from .middleware import is_admin_listener
 from .resolver import normalise_host
@@ -17,12 +18,21 @@ class BalancerHandler(WSGIHandler):
     route table is rebuilt off the request path, and a request that has to
     build it closes its connection itself). It goes to the proxy view at
     once, as ListenerMiddleware would send it. Requests on the admin
-    listener take Django's full way, ListenerMiddleware's checks included.
+    listener take Django's full way, ListenerMiddleware's checks included,
+    and close their database connections when their response is ready.
     """
 
     def __call__(self, environ, start_response):
         if is_admin_listener(environ):
-            return super().__call__(environ, start_response)
+            try:
+                return super().__call__(environ, start_response)
+            finally:
+                # Django keeps a connection per thread for CONN_MAX_AGE; under
+                # gevent a thread is a client connection's greenlet, which
+                # ends with it, so a kept connection would stay open unused
+                # until the garbage collector found it. Only the refresher,
+                # which lives as long as the worker, keeps one.
+                connections.close_all()
         request = WSGIRequest(environ)
         response = proxy_view(request, normalise_host(environ.get("HTTP_HOST")))
         try:

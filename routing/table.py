@@ -102,15 +102,17 @@ def get_route_table():
 
 
 def release_connection():
-    """Close this thread's database connection the way Django does after a request.
+    """Close the database connection this request opened to build the table.
 
     Proxied requests skip Django's request signals (handler.py), so a request
-    thread that had to build the table (a worker's first request, or the
-    first after an edit made in this process) tidies up itself, honouring
-    CONN_MAX_AGE. A connection inside a transaction (a test's) is left alone.
+    that had to build the table (a worker's first request, or the first after
+    an edit made in this process) closes its connection itself. It keeps none
+    for later: under gevent its thread is the client connection's greenlet,
+    which ends with it. A connection inside a transaction (a test's) is left
+    alone.
     """
     if not connection.in_atomic_block:
-        close_old_connections()
+        connection.close()
 
 
 def refresh_route_table():

@@ -15,6 +15,7 @@ from pathlib import Path
 from socketserver import ThreadingMixIn
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
+import psycopg
 import pytest
 import requests
 from django.core.management import call_command
@@ -27,6 +28,9 @@ from routing.table import clear_route_table
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 GUNICORN = str(Path(sys.executable).parent / "gunicorn")
 STARTUP_TIMEOUT = 20
+# gunicorn's default backlog, which it keeps for the sockets it is handed: a
+# burst of connections waits for accept(), not for a dropped SYN's retry.
+LISTEN_BACKLOG = 2048
 
 # Where the demo fixture's backends listen, and which test server replaces each.
 FRUIT_PORTS = {
@@ -42,7 +46,7 @@ def listening_socket():
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
-    sock.listen(128)
+    sock.listen(LISTEN_BACKLOG)
     sock.set_inheritable(True)
     return sock
 
@@ -133,6 +137,27 @@ def rule_row(pool, host="", prefix=None, **fields):
         "model": "routing.pathrule",
         "fields": {"host": host, "prefix": prefix, "pool": [pool], **fields},
     }
+
+
+@contextlib.contextmanager
+def database_of_its_own(home):
+    """Yield the URL of a new database: PostgreSQL's under DATABASE_URL=postgres://...
+
+    (as .ci/run's second pass runs the suite), dropped afterwards; else a
+    SQLite file in home.
+    """
+    url = os.environ.get("DATABASE_URL", "")
+    if not url.startswith("postgres"):
+        yield f"sqlite:///{home / 'own.sqlite3'}"
+        return
+    name = f"lb_test_{secrets.token_hex(4)}"
+    with psycopg.connect(url, autocommit=True) as connection:
+        connection.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"{url.rsplit('/', 1)[0]}/{name}"
+    finally:
+        with psycopg.connect(url, autocommit=True) as connection:
+            connection.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
 
 
 def balancer_environment(home, rows, **settings):

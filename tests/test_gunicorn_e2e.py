@@ -4,6 +4,7 @@ pytest-django's test database lives in this process; a gunicorn subprocess
 sees only a database file it is given.
 """
 
+import contextlib
 import hashlib
 import http.client
 import json
@@ -14,6 +15,7 @@ import signal
 import socket
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 import requests
@@ -285,6 +287,76 @@ def test_gunicorn_refuses_an_admin_port_shared_with_traffic():
     assert f"ADMIN_BIND {address} shares port" in output
 
 
+def test_gunicorn_refuses_to_preload_the_balancer_under_gevent():
+    # Preloaded, Django would be imported before gevent patches the worker.
+    env = {**os.environ, "ADMIN_BIND": free_address(), "SECRET_KEY": "x" * 50}
+    env.pop("GUNICORN_WORKER_CLASS", None)  # the default is under test, not the runner's
+    process = start_balancer(env, "-b", free_address(), "--preload")
+    try:
+        output, _ = process.communicate(timeout=30)
+    finally:
+        stop(process)  # should it have started after all
+    assert process.returncode != 0
+    assert "preload_app cannot be used with the gevent worker" in output
+
+
+WORKER_SETTINGS = ("GUNICORN_WORKER_CLASS", "GUNICORN_THREADS", "WORKER_CONNECTIONS")
+
+
+@pytest.mark.parametrize(
+    ("settings", "worker", "warned"),
+    [
+        ({}, "lbsite.workers.GeventWorker", False),
+        ({"GUNICORN_THREADS": "4"}, "lbsite.workers.GeventWorker", True),
+        ({"GUNICORN_WORKER_CLASS": "gthread", "GUNICORN_THREADS": "4"}, "gthread", False),
+    ],
+)
+def test_the_worker_class_comes_from_the_environment(
+    tmp_path, demo_backends, settings, worker, warned
+):
+    env = balancer_environment(tmp_path, demo_fixture(demo_backends))
+    unset = dict.fromkeys(WORKER_SETTINGS, "")  # the defaults are under test, not the runner's
+    server = Balancer({**env, **unset, **settings}, workers=1, log_path=tmp_path / "balancer.log")
+    try:
+        assert get(server.url, "www.mango.com").text == "This is the mango application."
+    finally:
+        server.stop()
+    assert f"Using worker: {worker}" in server.log()
+    assert ("GUNICORN_THREADS is read by the gthread worker only" in server.log()) == warned
+
+
+def open_files_limit(pid):
+    """Return a process's soft limit of open files."""
+    for line in Path(f"/proc/{pid}/limits").read_text().splitlines():
+        if line.startswith("Max open files"):
+            return int(line.split()[3])
+    raise AssertionError("no open files limit")
+
+
+def test_gunicorn_raises_the_open_files_limit_as_far_as_it_may(tmp_path, demo_backends):
+    # 1000 connections a worker need 2,100 descriptors; the hard limit allows 1,500.
+    env = balancer_environment(tmp_path, demo_fixture(demo_backends), WORKER_CONNECTIONS="1000")
+    traffic, admin = free_address(), free_address()
+    log = tmp_path / "balancer.log"
+    with open(log, "wb") as log_file:
+        process = subprocess.Popen(
+            # The shell lowers its limits, then becomes gunicorn.
+            ["sh", "-c", 'ulimit -Sn 256 && ulimit -Hn 1500 && exec "$@"', "sh"]
+            + [GUNICORN, "lbsite.wsgi", "-b", traffic, "--workers", "1"],
+            cwd=PROJECT_ROOT,
+            env={**env, "ADMIN_BIND": admin},
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        wait_until_serving(f"http://{admin}/healthz", process)
+        children = Path(f"/proc/{process.pid}/task/{process.pid}/children").read_text().split()
+        assert [open_files_limit(pid) for pid in children] == [1500]
+        assert "Open files limit 1500 is below the 2100" in log.read_text()
+    finally:
+        stop(process)
+
+
 def log_in(balancer):
     """Return a requests session logged into the admin the way a browser does."""
     session = requests.Session()
@@ -341,6 +413,30 @@ def test_admin_edit_reaches_every_worker_without_restart(balancer):
         assert time.monotonic() < deadline, f"some worker still answers {answers}"
         time.sleep(0.05)
     assert get(balancer.url, "www.kiwi.com").text == "This is the apple application."
+
+
+def database_files_open(pid):
+    """Count the descriptors a process holds on its SQLite database file."""
+    count = 0
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError):  # closed meanwhile
+            count += os.readlink(fd).endswith("/db.sqlite3")
+    return count
+
+
+def test_a_worker_keeps_one_database_connection_however_many_clients_come_and_go(balancer):
+    # Under gevent each client connection is served by a greenlet, and Django
+    # keeps a database connection per greenlet: a request must close its own.
+    operator = log_in(balancer.admin_url)
+    pools = balancer.admin_url + "/admin/routing/pool/"
+    for _ in range(30):
+        assert get(balancer.url, "www.apple.com").status_code == 200
+        page = operator.get(pools, headers={"Host": "localhost", "Connection": "close"}, timeout=10)
+        assert "mango" in page.text
+    for pid in balancer.worker_pids():
+        # The refresher's, and at most one that SQLite keeps from a closed
+        # connection for the next one (POSIX locks belong to the process).
+        assert database_files_open(pid) <= 2
 
 
 def test_head_answer_has_the_backends_headers_and_no_body(balancer):

@@ -4,9 +4,9 @@ import io
 import sys
 
 import pytest
+from django.db import connections
 
 from lbsite.wsgi import application
-from routing import table
 from routing.balancer import pool_state
 from routing.models import Pool
 from routing.observe import render_metrics
@@ -94,18 +94,30 @@ class CloseRecorder:
         self.calls += 1
 
 
-@pytest.mark.django_db(transaction=True)
-def test_a_request_that_builds_the_table_closes_its_connection(monkeypatch):
+@pytest.fixture
+def closes(monkeypatch):
+    """Count the closes of database connections (an in-memory database ignores them)."""
     recorder = CloseRecorder()
-    monkeypatch.setattr(table, "close_old_connections", recorder)
+    monkeypatch.setattr(type(connections["default"]), "close", recorder)
+    return recorder
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_request_that_builds_the_table_closes_its_connection(closes):
     get_route_table()
     get_route_table()  # warm: no database at all
-    assert recorder.calls == 1
+    assert closes.calls == 1
 
 
 @pytest.mark.django_db
-def test_a_connection_inside_a_transaction_is_left_alone(monkeypatch):
-    recorder = CloseRecorder()
-    monkeypatch.setattr(table, "close_old_connections", recorder)
+def test_a_connection_inside_a_transaction_is_left_alone(closes):
     get_route_table()
-    assert recorder.calls == 0
+    assert closes.calls == 0
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("admin_user")  # the connection is open
+def test_an_admin_request_closes_its_connection(closes):
+    status, _headers, _body = call("/admin/login/", port="8001")
+    assert status == "200 OK"
+    assert closes.calls == 1

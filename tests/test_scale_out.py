@@ -4,14 +4,18 @@ Under DATABASE_URL=postgres://... (as .ci/run's second pass runs the suite)
 the instances share a new PostgreSQL database; otherwise one SQLite file.
 """
 
-import os
-import secrets
 import time
 
-import psycopg
 import pytest
 
-from .conftest import Balancer, balancer_environment, manage, pool_rows, rule_row
+from .conftest import (
+    Balancer,
+    balancer_environment,
+    database_of_its_own,
+    manage,
+    pool_rows,
+    rule_row,
+)
 from .test_gunicorn_e2e import ADMIN_PASSWORD, add_host_rule, get, log_in
 
 BOUND = 5  # seconds; the product promises 1 s, `make bench` measures it
@@ -19,16 +23,8 @@ BOUND = 5  # seconds; the product promises 1 s, `make bench` measures it
 
 @pytest.fixture
 def shared_database_url(tmp_path):
-    url = os.environ.get("DATABASE_URL", "")
-    if not url.startswith("postgres"):
-        yield f"sqlite:///{tmp_path / 'shared.sqlite3'}"
-        return
-    name = f"lb_scale_{secrets.token_hex(4)}"
-    with psycopg.connect(url, autocommit=True) as connection:
-        connection.execute(f'CREATE DATABASE "{name}"')
-    yield f"{url.rsplit('/', 1)[0]}/{name}"
-    with psycopg.connect(url, autocommit=True) as connection:
-        connection.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+    with database_of_its_own(tmp_path) as url:
+        yield url
 
 
 def test_edit_in_one_instances_admin_routes_on_the_other(
