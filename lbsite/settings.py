@@ -245,7 +245,7 @@ LOGGING = {
         # log): only the balancer's own crashes, which carry a traceback, pass.
         "django.request": {"level": "ERROR", "filters": ["with_traceback"]},
         # A worker may have more requests at one backend than it keeps
-        # connections to it (routing/proxy.py, POOL_MAXSIZE): the surplus are
+        # connections to it (routing/transport/pool.py, POOL_MAXSIZE): the surplus are
         # closed after use, as nginx's upstream keepalive does, and a warning
         # for each would flood the log at the moments of most load.
         "urllib3.connectionpool": {"filters": ["no_pool_overflow"]},

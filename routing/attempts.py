@@ -4,11 +4,8 @@ import functools
 import logging
 import time
 
-import requests
-import urllib3
-
-from . import balancer
-from .proxy import forward, has_body
+from . import balancer, forwarding, transport
+from .errors import NoBackendAvailable, NotSent, UpstreamError, UpstreamFailed
 
 logger = logging.getLogger(__name__)
 
@@ -16,45 +13,27 @@ logger = logging.getLogger(__name__)
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 
 
-class NoBackendAvailable(Exception):
-    """The pool has no enabled, healthy backend that is not cooling down."""
-
-
-class UpstreamFailed(Exception):
-    """Every attempt failed; timed_out says whether each of them timed out."""
-
-    def __init__(self, timed_out):
-        super().__init__("every attempt timed out" if timed_out else "every attempt failed")
-        self.timed_out = timed_out
-
-
-def failed_to_connect(error):
-    """Whether an error came before anything was sent: the request can go elsewhere."""
-    if isinstance(error, requests.ConnectTimeout):
+def may_retry(request, failure):
+    """Whether a request that failed this way may be sent to another backend."""
+    if isinstance(failure, NotSent):
         return True
-    reason = getattr(error.args[0], "reason", None) if error.args else None
-    return isinstance(reason, urllib3.exceptions.NewConnectionError)
+    return request.method in IDEMPOTENT_METHODS and not request.has_body
 
 
-def may_retry(request, error):
-    """Whether a request that failed with this error may be sent to another backend."""
-    if failed_to_connect(error):
-        return True
-    return request.method in IDEMPOTENT_METHODS and not has_body(request.META)
+def send_to_pool(request, match, exchange):
+    """Send a ClientRequest to backends of the matched pool until one answers.
 
-
-def send_to_pool(request, match, client, exchange):
-    """Forward the request to backends of the matched pool until one answers.
-
+    Returns the UpstreamResponse and the header list the client gets of it.
     Raises NoBackendAvailable when no backend can be tried at all, and
     UpstreamFailed when every attempt failed. The exchange learns the backend
-    that answered and how long it took, or why the last attempt failed.
+    that answered and how long it took, or why the last attempt failed; it
+    counts the chosen backend's connection until the exchange finishes.
     """
     pool = match.route.pool
     tried = set()
-    timed_out = True
+    failures = []
     while len(tried) < pool.max_attempts:
-        backend = balancer.choose_backend(pool, client, exclude=tried)
+        backend = balancer.choose_backend(pool, request.client, exclude=tried)
         if backend is None:
             break
         tried.add(backend.id)
@@ -62,27 +41,28 @@ def send_to_pool(request, match, client, exchange):
         balancer.request_started(pool, backend)
         sent = time.perf_counter()
         try:
-            response = forward(
-                request,
-                match,
-                backend,
-                on_close=functools.partial(balancer.request_finished, pool, backend),
-            )
-        except requests.RequestException as error:
+            upstream = transport.send(forwarding.upstream_request(request, match, backend))
+            try:
+                header_list = forwarding.client_response_headers(upstream, request, match, backend)
+            except BaseException:
+                upstream.close()  # never back to the pool half read
+                raise
+        except UpstreamError as failure:
             balancer.request_finished(pool, backend)
             balancer.record_failure(pool, backend)
-            timed_out = timed_out and isinstance(error, requests.Timeout)
-            exchange.cause = f"{type(error).__name__}: {error}"
-            logger.warning("Backend %s of pool %s failed: %s", backend.url, pool.name, error)
-            if not may_retry(request, error):
-                raise UpstreamFailed(timed_out) from error
+            failures.append(failure)
+            exchange.cause = failure.cause
+            logger.warning("Backend %s of pool %s failed: %s", backend.url, pool.name, failure)
+            if not may_retry(request, failure):
+                break
             continue
         except BaseException:
             balancer.request_finished(pool, backend)
             raise
         exchange.upstream_seconds = time.perf_counter() - sent
+        exchange.on_finish(functools.partial(balancer.request_finished, pool, backend))
         balancer.record_success(pool, backend)
-        return response
-    if not tried:
-        raise NoBackendAvailable(pool.name)
-    raise UpstreamFailed(timed_out)
+        return upstream, header_list
+    if not failures:
+        raise NoBackendAvailable("no usable backend")
+    raise UpstreamFailed(failures)

@@ -1,11 +1,11 @@
 """The WSGI application: traffic goes straight to the proxy view, the admin listener to Django."""
 
-from django.core.handlers.wsgi import WSGIHandler, WSGIRequest
+from django.core.handlers.wsgi import WSGIHandler
 from django.db import connections
 
+from .inbound import ClientRequest
 from .middleware import is_admin_listener
-from .resolver import normalise_host
-from .views import proxy_view
+from .views import proxy
 
 
 class BalancerHandler(WSGIHandler):
@@ -17,9 +17,11 @@ class BalancerHandler(WSGIHandler):
     close stale database connections, and a proxied request needs none: the
     route table is rebuilt off the request path, and a request that has to
     build it closes its connection itself). It goes to the proxy view at
-    once, as ListenerMiddleware would send it. Requests on the admin
-    listener take Django's full way, ListenerMiddleware's checks included,
-    and close their database connections when their response is ready.
+    once, read from the environ into a ClientRequest (not into Django's
+    request object, which it would never use), as ListenerMiddleware would
+    send it. Requests on the admin listener take Django's full way,
+    ListenerMiddleware's checks included, and close their database
+    connections when their response is ready.
     """
 
     def __call__(self, environ, start_response):
@@ -33,8 +35,7 @@ class BalancerHandler(WSGIHandler):
                 # until the garbage collector found it. Only the refresher,
                 # which lives as long as the worker, keeps one.
                 connections.close_all()
-        request = WSGIRequest(environ)
-        response = proxy_view(request, normalise_host(environ.get("HTTP_HOST")))
+        response = proxy(ClientRequest.from_environ(environ))
         try:
             start_response(
                 f"{response.status_code} {response.reason_phrase}", list(response.items())

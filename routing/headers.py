@@ -108,11 +108,9 @@ def forwarded_port(host_header, scheme):
     return port if colon and port.isdigit() else str(DEFAULT_PORTS.get(scheme, ""))
 
 
-def original_client(peer, forwarded_for, trusted_proxies):
-    """Return the client's address: the peer, or behind trusted proxies the last
-    address in X-Forwarded-For that is not one of them."""
-    if not forwarded_for or not is_trusted(peer, trusted_proxies):
-        return peer
+def last_untrusted_hop(peer, forwarded_for, trusted_proxies):
+    """Return the client's address behind a trusted peer: the last address in
+    X-Forwarded-For that is not a trusted proxy (the peer if there is none)."""
     for address in reversed([hop.strip() for hop in forwarded_for.split(",")]):
         if not is_trusted(address, trusted_proxies):
             return address

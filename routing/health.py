@@ -8,8 +8,9 @@ from datetime import datetime
 
 from django.utils import timezone
 
+from . import transport
+from .errors import UpstreamError
 from .models import Backend, RoutingVersion
-from .proxy import SESSION
 
 logger = logging.getLogger(__name__)
 
@@ -25,30 +26,39 @@ class CheckResult:
     started_at: datetime = field(default_factory=timezone.now)
 
 
-def probe(url, timeout, verify=True):
-    """Request a health URL once; any 2xx or 3xx answer in time is healthy."""
+# What a probe sends besides Host: a name to find it by in a backend's logs.
+PROBE_HEADERS = {"User-Agent": "django-lb-health-check", "Accept": "*/*"}
+
+
+def probe(base_url, path, timeout, verify=True):
+    """Request a backend's health path once; any 2xx or 3xx answer in time is healthy."""
     # A passing check ends cool-downs that began before it: the time it
     # started is the one that proves the backend was up after them.
     started_at = timezone.now()
     started = time.monotonic()
+    request = transport.UpstreamRequest(
+        "GET", base_url, path, dict(PROBE_HEADERS), None, timeout, timeout, verify
+    )
     try:
-        response = SESSION.get(
-            url, timeout=timeout, verify=verify, allow_redirects=False, stream=True
-        )
-        response.close()
-    except Exception as error:  # requests' errors, and a CA bundle gone missing
-        return CheckResult(False, error=str(error)[:MAX_ERROR_LENGTH], started_at=started_at)
+        response = transport.send(request)
+    except UpstreamError as error:
+        return CheckResult(False, error=error.cause[:MAX_ERROR_LENGTH], started_at=started_at)
+    response.close()
     latency_ms = (time.monotonic() - started) * 1000
-    if response.status_code >= 400:
-        return CheckResult(False, latency_ms, f"status {response.status_code}", started_at)
+    if response.status >= 400:
+        return CheckResult(False, latency_ms, f"status {response.status}", started_at)
     return CheckResult(True, latency_ms, started_at=started_at)
 
 
 def check_backend(backend):
     """Probe one backend at its pool's health path, with its pool's timeout and TLS."""
     pool = backend.pool
-    url = backend.url.rstrip("/") + pool.health_check_path
-    return probe(url, pool.health_check_timeout, pool.tls_verification)
+    return probe(
+        backend.url.rstrip("/"),
+        pool.health_check_path,
+        pool.health_check_timeout,
+        pool.tls_verification,
+    )
 
 
 def record_result(backend, result):

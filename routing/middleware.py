@@ -10,9 +10,9 @@ from django.http import HttpResponse
 from lbsite import listeners
 
 from .headers import is_trusted
-from .proxy import client_address
-from .resolver import normalise_host
-from .views import error_response, proxy_view
+from .inbound import judge_peer
+from .responses import error_response
+from .views import proxy_view
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ class ListenerMiddleware:
 
     def __call__(self, request):
         if not is_admin_listener(request.META):
-            return proxy_view(request, normalise_host(request.META.get("HTTP_HOST")))
+            return proxy_view(request)
         if request.path_info == LIVENESS_PATH:
             return liveness()
         return refuse_admin_request(request) or self.get_response(request)
@@ -67,7 +67,7 @@ def refuse_admin_request(request):
     answer would log a traceback for each); a client outside
     ADMIN_ALLOWED_NETWORKS gets 403.
     """
-    client = client_address(request.META)  # the peer, or what a trusted proxy reports
+    _trusted, client = judge_peer(request.META)  # the peer, or what a trusted proxy reports
     try:
         request.get_host()
     except DisallowedHost as error:

@@ -66,16 +66,22 @@ class Exchange:
     upstream_seconds: float | None = None
     cause: str = ""
     finished: bool = False
+    finishers: list = field(default_factory=list)
 
     @classmethod
-    def begin(cls, request, host):
+    def begin(cls, request):
+        """Start the exchange of a ClientRequest."""
         IN_FLIGHT.inc()
         return cls(
-            client=request.META.get("REMOTE_ADDR", ""),
-            host=host or request.META.get("HTTP_HOST", "-"),
+            client=request.peer,
+            host=request.host or request.host_header or "-",
             method=request.method,
-            path=request.META.get("RAW_URI") or request.get_full_path(),
+            path=request.target,
         )
+
+    def on_finish(self, callback):
+        """Have callback run when the exchange finishes (its backend connection is done)."""
+        self.finishers.append(callback)
 
     def attach(self, response):
         """Finish the exchange when the response has been sent, counting its bytes."""
@@ -91,6 +97,8 @@ class Exchange:
         if self.finished:
             return
         self.finished = True
+        for callback in self.finishers:
+            callback()
         IN_FLIGHT.dec()
         request_counter(self.pool, self.backend, status // 100).inc()
         if self.upstream_seconds is not None:

@@ -6,17 +6,17 @@ import io
 import socket
 import threading
 import time
-from types import SimpleNamespace
 
 import pytest
 import urllib3
 from urllib3.exceptions import ProtocolError, ReadTimeoutError
 
-from routing.proxy import (
+from routing.responses import UpstreamBody
+from routing.transport import UpstreamResponse
+from routing.transport.parser import (
     FinalResponse,
     MalformedResponseHeader,
     UnsupportedResponseCoding,
-    UpstreamBody,
     read_response_headers,
 )
 
@@ -210,8 +210,7 @@ def upstream_body(sock):
         connection=connection,
         request_method="GET",
     )
-    upstream = SimpleNamespace(raw=raw, close=raw.close)
-    return UpstreamBody(upstream, "http://backend.test"), connection
+    return UpstreamBody(UpstreamResponse(raw, "http://backend.test")), connection
 
 
 EVENTS = [f"data: {n}\n\n".encode() for n in range(4)]

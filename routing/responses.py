@@ -1,0 +1,96 @@
+"""The answers the traffic listener gives, as Django responses for the WSGI server.
+
+The balancer's own error answers (plain text, one line), and a backend's
+answer passed on as it arrives.
+"""
+
+import logging
+import re
+
+from django.http import HttpResponse, StreamingHttpResponse
+
+logger = logging.getLogger(__name__)
+
+ERROR_BODIES = {
+    400: "Bad Request",
+    403: "Forbidden",
+    404: "Not Found",
+    413: "Payload Too Large",
+    501: "Not Implemented",
+    502: "Bad Gateway",
+    503: "No backend servers available.",
+    504: "Gateway Timeout",
+}
+
+# RFC 9112 §4: HTAB, SP, VCHAR and obs-text; at least one character.
+REASON_RE = re.compile(r"[\t \x21-\x7e\x80-\xff]+")
+
+
+def error_response(status):
+    """Return the balancer's own plain-text answer for an error status."""
+    body = ERROR_BODIES[status].encode()
+    response = HttpResponse(body, status=status, content_type="text/plain; charset=utf-8")
+    response["Content-Length"] = len(body)
+    return response
+
+
+class ProxiedResponse(StreamingHttpResponse):
+    """A backend's response as Django passes it to the WSGI server.
+
+    items() is what goes on the wire: the headers given, in order, repeats
+    (every Set-Cookie) kept separate. The headers mapping mirrors them for
+    code that reads one value per name.
+    """
+
+    def __init__(self, upstream, header_list):
+        super().__init__(
+            UpstreamBody(upstream),
+            status=upstream.status,
+            # A reason phrase gunicorn would refuse is replaced by the standard one.
+            reason=upstream.reason if REASON_RE.fullmatch(upstream.reason or "") else None,
+        )
+        del self.headers["Content-Type"]
+        self.header_list = header_list
+        for name, value in header_list:
+            self.headers[name] = value
+
+    def items(self):
+        return self.header_list
+
+    def close(self):
+        """Close the backend's body and finish the exchange, without request_finished.
+
+        Django's request_finished closes stale database connections after a
+        request; a proxied request leaves none open (see handler.py), and
+        the signal's receivers cost more than resolving the route does.
+        """
+        for closer in self._resource_closers:
+            try:
+                closer()
+            except Exception:
+                logger.exception("Closing a proxied response failed")
+        self._resource_closers.clear()
+        self.closed = True
+
+
+class UpstreamBody:
+    """A backend's body for the WSGI server: the head first, then the pieces as they come."""
+
+    def __init__(self, upstream):
+        self.upstream = upstream
+
+    def __iter__(self):
+        # An empty first piece makes the server send the head now. The client
+        # of a stream learns the status before the first event comes, and a
+        # body that breaks before its first byte is still signalled by an
+        # abort: a server that has sent nothing answers an error with a 500.
+        yield b""
+        # A backend that breaks off raises: the status line is long gone, and
+        # the only honest signal left is to abort the client's connection,
+        # which the server does on raise.
+        yield from self.upstream
+
+    def close(self):
+        # A body read to its end has already given its connection back to the
+        # pool; anything else is closed so a half-read response is never reused.
+        self.upstream.close()

@@ -1,0 +1,88 @@
+"""The transport's connections: requests over urllib3, sending the target as it came."""
+
+import requests
+import urllib3
+from requests.adapters import HTTPAdapter
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+
+from .parser import FinalResponse
+
+# Backends whose connections are kept, and idle connections kept per backend.
+POOL_CONNECTIONS = 32
+POOL_MAXSIZE = 64
+
+
+# urllib3 re-encodes every request target (upper-cases %7e, encodes `|`, a lone
+# `%`, ...). The raw target rides to the connection under this key instead,
+# which the connection takes out of the headers before anything is sent.
+RAW_TARGET_KEY = "X-Django-Lb-Raw-Target"
+
+
+class RawTargetMixin:
+    """Send the request target exactly as the client wrote it, and skip 1xx answers."""
+
+    response_class = FinalResponse
+
+    def request(self, method, url, body=None, headers=None, **kwargs):
+        if headers and RAW_TARGET_KEY in headers:
+            url = headers[RAW_TARGET_KEY]
+            headers = {name: value for name, value in headers.items() if name != RAW_TARGET_KEY}
+        return super().request(method, url, body, headers, **kwargs)
+
+
+class UpstreamHTTPConnection(RawTargetMixin, urllib3.connection.HTTPConnection):
+    pass
+
+
+class UpstreamHTTPSConnection(RawTargetMixin, urllib3.connection.HTTPSConnection):
+    pass
+
+
+class UpstreamHTTPPool(HTTPConnectionPool):
+    ConnectionCls = UpstreamHTTPConnection
+
+
+class UpstreamHTTPSPool(HTTPSConnectionPool):
+    ConnectionCls = UpstreamHTTPSConnection
+
+
+class UpstreamAdapter(HTTPAdapter):
+    """requests' adapter, with connections that keep the raw target and skip 1xx."""
+
+    def build_response(self, req, resp):
+        """Wrap urllib3's response without copying its headers or parsing its cookies.
+
+        The proxy reads the raw response (headers with their repeats, body
+        still encoded); requests' merged header dict and cookie jar would be
+        built on every request and never used.
+        """
+        response = requests.Response()
+        response.status_code = resp.status
+        response.reason = resp.reason
+        response.raw = resp
+        response.url = req.url
+        response.request = req
+        response.connection = self
+        return response
+
+    def request_url(self, request, proxies):
+        """Return the raw target of a proxied request as it is, without parsing the URL again."""
+        raw = request.headers.get(RAW_TARGET_KEY)
+        return super().request_url(request, proxies) if raw is None else raw
+
+    def init_poolmanager(self, *args, **kwargs):
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = {
+            "http": UpstreamHTTPPool,
+            "https": UpstreamHTTPSPool,
+        }
+
+
+SESSION = requests.Session()
+# The upstream URL is always a backend's own base URL: no proxies or .netrc
+# from the environment, and no per-request environment lookups.
+SESSION.trust_env = False
+for scheme in ("http://", "https://"):
+    SESSION.mount(
+        scheme, UpstreamAdapter(pool_connections=POOL_CONNECTIONS, pool_maxsize=POOL_MAXSIZE)
+    )
