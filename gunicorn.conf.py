@@ -236,6 +236,16 @@ def pre_request(worker, req):
         http2.as_http1(req)
 
 
+def post_request(worker, req, environ, resp):
+    """End a connection whose WebSocket tunnel has ended: its bytes were no HTTP.
+
+    gunicorn keeps a connection after a 101 as after any 1xx; the tunnel
+    (routing/responses.py) has shut the socket down, and this says so too.
+    """
+    if resp is not None and resp.status_code == 101:
+        req.must_close = True
+
+
 def child_exit(server, worker):
     """Drop a dead worker's live gauges (requests in flight)."""
     if server.app.app_uri != BALANCER_APP:

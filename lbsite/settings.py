@@ -63,6 +63,9 @@ VIA_PSEUDONYM = os.environ.get("VIA_PSEUDONYM", "django-lb")
 # tells). Default 1 GiB.
 MAX_BODY_SIZE = int(os.environ.get("MAX_BODY_SIZE", str(1024**3)))
 
+# Seconds a WebSocket tunnel may go without a byte either way before it is closed.
+WEBSOCKET_IDLE_TIMEOUT = float(os.environ.get("WEBSOCKET_IDLE_TIMEOUT", "300"))
+
 # Proxies (addresses or CIDR networks) whose X-Forwarded-For is kept and
 # appended to; from anyone else it is replaced by the peer address.
 TRUSTED_PROXIES = [

@@ -23,7 +23,9 @@ def may_retry(request, failure):
 def send_to_pool(request, match, exchange):
     """Send a ClientRequest to backends of the matched pool until one answers.
 
-    Returns the UpstreamResponse and the header list the client gets of it.
+    Returns the UpstreamResponse (for a WebSocket handshake the backend
+    accepted, the transport's Upgraded) and the header list the client gets
+    of it.
     Raises NoBackendAvailable when no backend can be tried at all, and
     UpstreamFailed when every attempt failed. The exchange learns the backend
     that answered and how long it took, or why the last attempt failed; it
@@ -41,7 +43,11 @@ def send_to_pool(request, match, exchange):
         balancer.request_started(pool, backend)
         sent = time.perf_counter()
         try:
-            upstream = transport.send(forwarding.upstream_request(request, match, backend))
+            upstream_request = forwarding.upstream_request(request, match, backend)
+            if request.websocket:
+                upstream = transport.open_tunnel(upstream_request)
+            else:
+                upstream = transport.send(upstream_request)
             try:
                 header_list = forwarding.client_response_headers(upstream, request, match, backend)
             except BaseException:

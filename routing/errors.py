@@ -52,6 +52,12 @@ class UnsupportedRequestCoding(ClientError):
     status = 501
 
 
+class UpgradeUnavailable(ClientError):
+    """A WebSocket handshake came through a server that cannot hand its connection over."""
+
+    status = 501
+
+
 class ClientBodyError(ClientError):
     """The client's body cannot be forwarded whole.
 

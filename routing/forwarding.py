@@ -70,6 +70,9 @@ def upstream_headers(request, match):
     sent["Via"] = headers.with_via(
         environ.get("HTTP_VIA"), request.protocol, settings.VIA_PSEUDONYM
     )
+    if request.websocket:  # hop-by-hop, dropped above: the handshake asks for them again
+        sent["Connection"] = "Upgrade"
+        sent["Upgrade"] = "websocket"
     return sent
 
 
@@ -78,7 +81,8 @@ def client_response_headers(upstream, request, match, backend):
 
     Raises InvalidUpstreamResponse for an answer that cannot be passed on.
     """
-    if not 200 <= upstream.status <= 599:
+    switching = upstream.status == 101 and request.websocket
+    if not (200 <= upstream.status <= 599 or switching):
         raise InvalidUpstreamResponse(f"InvalidUpstreamResponse: status {upstream.status}")
     public_origin = f"{request.scheme}://{request.host_header}"
 
@@ -91,6 +95,8 @@ def client_response_headers(upstream, request, match, backend):
         )
     except headers.InvalidHeaders as error:
         raise InvalidUpstreamResponse(f"InvalidUpstreamResponse: {error}") from error
+    if switching:  # gunicorn keeps these two hop-by-hop headers for a WebSocket answer
+        header_list += [("Upgrade", "websocket"), ("Connection", "Upgrade")]
     header_list.append(("Via", via_from(upstream)))
     return header_list
 

@@ -21,6 +21,7 @@ from .errors import (
     ClientBodyIncomplete,
     ClientBodyMalformed,
     UnsupportedRequestCoding,
+    UpgradeUnavailable,
 )
 from .resolver import normalise_host, split_target
 from .transport.parser import transfer_codings
@@ -54,6 +55,7 @@ class ClientRequest:
     client: str
     body_length: int | None
     transfer_encoding: str | None
+    websocket: bool
 
     @classmethod
     def from_environ(cls, environ):
@@ -82,6 +84,7 @@ class ClientRequest:
             client=client,
             body_length=body_length(environ.get("CONTENT_LENGTH"), transfer_encoding),
             transfer_encoding=transfer_encoding,
+            websocket=is_websocket_handshake(environ),
         )
 
     @property
@@ -104,6 +107,9 @@ class ClientRequest:
             raise BadContentLength(f"Content-Length {self.environ.get('CONTENT_LENGTH')!r}")
         if self.body_length is not None and self.body_length > settings.MAX_BODY_SIZE:
             raise BodyTooLarge(f"Content-Length {self.body_length}")
+        if self.websocket and "gunicorn.socket" not in self.environ:
+            # Django's test client, runserver: no connection to tunnel through.
+            raise UpgradeUnavailable("upgrade: the WSGI server cannot hand the connection over")
 
     def header_items(self):
         """Yield (name, value) for each header the client sent."""
@@ -128,6 +134,31 @@ def judge_peer(environ):
     if not (trusted and forwarded_for):
         return trusted, peer
     return trusted, headers.last_untrusted_hop(peer, forwarded_for, settings.TRUSTED_PROXIES)
+
+
+def tokens(value):
+    """Return the lower-cased comma-separated tokens of a header value."""
+    return {token.strip(" \t").lower() for token in value.split(",")}
+
+
+def is_websocket_handshake(environ):
+    """Whether a request is a WebSocket handshake (RFC 6455 §4.1) to tunnel.
+
+    An HTTP/1.1 GET without a body, asking to upgrade to websocket. Any other
+    Upgrade (h2c, TLS), and every HTTP/2 request (RFC 8441's extended
+    CONNECT is not served), is an ordinary request whose Upgrade is dropped
+    as hop-by-hop.
+    """
+    upgrade = environ.get("HTTP_UPGRADE")
+    return (
+        upgrade is not None
+        and environ.get("REQUEST_METHOD") == "GET"
+        and environ.get("SERVER_PROTOCOL") == "HTTP/1.1"
+        and environ.get("CONTENT_LENGTH", "") in ("", "0")
+        and "HTTP_TRANSFER_ENCODING" not in environ
+        and "websocket" in tokens(upgrade)
+        and "upgrade" in tokens(environ.get("HTTP_CONNECTION", ""))
+    )
 
 
 def raw_target(environ):

@@ -49,6 +49,11 @@ IN_FLIGHT = Gauge(
     "Proxied requests being served right now.",
     multiprocess_mode="livesum",
 )
+OPEN_TUNNELS = Gauge(
+    "lb_websocket_tunnels_open",
+    "WebSocket tunnels open right now.",
+    multiprocess_mode="livesum",
+)
 
 
 @dataclass
@@ -67,6 +72,7 @@ class Exchange:
     cause: str = ""
     finished: bool = False
     finishers: list = field(default_factory=list)
+    tunnel: object = None  # a WebSocket tunnel's body, once answered 101
 
     @classmethod
     def begin(cls, request):
@@ -85,6 +91,7 @@ class Exchange:
 
     def attach(self, response):
         """Finish the exchange when the response has been sent, counting its bytes."""
+        self.tunnel = getattr(response, "tunnel", None)
         if response.streaming:
             response.streaming_content = CountingBody(
                 response.streaming_content, self, response.status_code
@@ -121,10 +128,20 @@ class Exchange:
             "total_ms": round((time.perf_counter() - self.started) * 1000, 2),
             "bytes": bytes_sent,
         }
+        if self.tunnel is not None:  # logged when it ends: what crossed it each way
+            fields["bytes"] = self.tunnel.bytes_down
+            fields["bytes_up"] = self.tunnel.bytes_up
         if self.cause:
             fields["cause"] = self.cause
         level = logging.WARNING if status in (502, 503, 504) else logging.INFO
-        access_log.log(level, format_fields(fields))
+        if access_log.isEnabledFor(level):
+            # As access_log.log() does, but without looking up the caller's
+            # file and line in the stack, which no access-log line shows.
+            access_log.handle(
+                logging.LogRecord(
+                    access_log.name, level, __file__, 0, format_fields(fields), (), None
+                )
+            )
 
 
 class CountingBody:
@@ -209,7 +226,7 @@ def render_metrics(get_table):
         multiprocess.MultiProcessCollector(registry)
     else:
         registry = CollectorRegistry()
-        for collector in (REQUESTS, UPSTREAM_LATENCY, IN_FLIGHT):
+        for collector in (REQUESTS, UPSTREAM_LATENCY, IN_FLIGHT, OPEN_TUNNELS):
             registry.register(collector)
     registry.register(RouteTableCollector(get_table))
     for attempt in range(SCRAPE_ATTEMPTS):

@@ -1,13 +1,17 @@
 """The answers the traffic listener gives, as Django responses for the WSGI server.
 
-The balancer's own error answers (plain text, one line), and a backend's
-answer passed on as it arrives.
+The balancer's own error answers (plain text, one line), a backend's answer
+passed on as it arrives, and a WebSocket handshake's 101 whose body is the
+tunnel.
 """
 
 import logging
 import re
 
+from django.conf import settings
 from django.http import HttpResponse, StreamingHttpResponse
+
+from . import observe, transport
 
 logger = logging.getLogger(__name__)
 
@@ -94,3 +98,50 @@ class UpstreamBody:
         # A body read to its end has already given its connection back to the
         # pool; anything else is closed so a half-read response is never reused.
         self.upstream.close()
+
+
+def tunnel_response(upgraded, header_list, client_sock):
+    """Return the client's 101 for a backend's, with the tunnel as its body.
+
+    gunicorn sends a 101's head on the body's first (empty) piece and never
+    a body for it; the tunnel then relays between the client's socket and
+    the backend's while the server iterates the body.
+    """
+    body = TunnelBody(upgraded, client_sock, settings.WEBSOCKET_IDLE_TIMEOUT)
+    response = StreamingHttpResponse(body, status=101, reason=upgraded.reason or None)
+    del response.headers["Content-Type"]
+    for name, value in header_list:
+        response.headers[name] = value
+    response.tunnel = body  # observe.Exchange logs what crossed it
+    return response
+
+
+class TunnelBody:
+    """The body of a 101: nothing, then the tunnel, relayed while the server iterates it."""
+
+    def __init__(self, upgraded, client_sock, idle_timeout):
+        self.upgraded = upgraded
+        self.client_sock = client_sock
+        self.idle_timeout = idle_timeout
+        self.bytes_up = self.bytes_down = 0
+        self.closed = False
+
+    def __iter__(self):
+        # An empty piece makes gunicorn send the 101 head now (and no body).
+        yield b""
+        observe.OPEN_TUNNELS.inc()
+        try:
+            self.bytes_up, self.bytes_down = transport.relay(
+                self.client_sock,
+                b"",  # a client waits for the 101 before it sends a frame (RFC 6455 §4.1)
+                self.upgraded.sock,
+                self.upgraded.leftover,
+                self.idle_timeout,
+            )
+        finally:
+            observe.OPEN_TUNNELS.dec()
+
+    def close(self):
+        if not self.closed:
+            self.closed = True
+            self.upgraded.sock.close()  # never relayed, or relayed and closed already

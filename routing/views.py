@@ -7,7 +7,7 @@ from .errors import NoRoute, ProxyError
 from .inbound import ClientRequest
 from .observe import Exchange
 from .resolver import resolve
-from .responses import ProxiedResponse, error_response
+from .responses import ProxiedResponse, error_response, tunnel_response
 from .table import get_route_table
 
 logger = logging.getLogger(__name__)
@@ -44,4 +44,6 @@ def serve(request, exchange):
         raise NoRoute()
     exchange.rule, exchange.pool = match.route.label, match.route.pool.name
     upstream, header_list = send_to_pool(request, match, exchange)
+    if upstream.status == 101:  # a WebSocket handshake the backend accepted
+        return tunnel_response(upstream, header_list, request.environ["gunicorn.socket"])
     return ProxiedResponse(upstream, header_list)

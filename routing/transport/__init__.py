@@ -4,8 +4,9 @@ The boundary of the request path's last stage. It takes an UpstreamRequest
 (plain values: method, backend URL, target, headers, body, timeouts) and
 gives back an UpstreamResponse, or raises one of routing.errors'
 UpstreamErrors; it knows nothing of Django, rules or pools. Its parts: the
-connection pool (requests over urllib3, the target sent as it came: pool.py)
-and the strict reader of a response head (parser.py).
+connection pool (requests over urllib3, the target sent as it came: pool.py),
+the strict reader of a response head (parser.py), and WebSocket tunnels
+(tunnel.py: open_tunnel, relay).
 """
 
 import logging
@@ -17,6 +18,9 @@ import urllib3
 
 from ..errors import ConnectTimedOut, NotSent, UpstreamError, UpstreamTimedOut
 from .pool import RAW_TARGET_KEY, SESSION
+from .tunnel import Upgraded, open_tunnel, relay
+
+__all__ = ["UpstreamRequest", "UpstreamResponse", "Upgraded", "open_tunnel", "relay", "send"]
 
 logger = logging.getLogger(__name__)
 
