@@ -246,6 +246,15 @@ def post_request(worker, req, environ, resp):
         req.must_close = True
 
 
+def worker_exit(server, worker):
+    """Write the access-log lines a balancer worker still holds (ACCESS_LOG_FLUSH)."""
+    if server.app.app_uri != BALANCER_APP:
+        return
+    from routing import observe
+
+    observe.ACCESS_LOG_LINES.flush()
+
+
 def child_exit(server, worker):
     """Drop a dead worker's live gauges (requests in flight)."""
     if server.app.app_uri != BALANCER_APP:

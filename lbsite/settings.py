@@ -86,6 +86,9 @@ ACCESS_LOG = env_bool("ACCESS_LOG", default=True)
 ACCESS_LOG_FORMAT = os.environ.get("ACCESS_LOG_FORMAT", "kv")
 if ACCESS_LOG_FORMAT not in ("kv", "json"):
     raise ImproperlyConfigured("ACCESS_LOG_FORMAT is kv or json.")
+# Seconds an access-log line may wait to be written with others (as nginx's
+# `flush=`); 0 writes each line as its request ends.
+ACCESS_LOG_FLUSH = float(os.environ.get("ACCESS_LOG_FLUSH", "1"))
 
 # gunicorn's graceful timeout (gunicorn.conf.py reads the same variable); a
 # system check warns about pools whose retries could outlast it.

@@ -168,6 +168,9 @@ def balancer_environment(home, rows, **settings):
         "DATABASE_URL": f"sqlite:///{home / 'db.sqlite3'}",
         "SECRET_KEY": secrets.token_urlsafe(50),
         "STATIC_ROOT": str(home / "static"),
+        # Each access-log line as its request ends, for the tests that read
+        # them; test_observe.py runs the default, batched writing too.
+        "ACCESS_LOG_FLUSH": "0",
         **settings,
     }
     fixture = home / "routes.json"

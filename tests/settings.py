@@ -11,6 +11,10 @@ from lbsite.settings import *  # noqa: E402,F403
 # refresher is exercised by the end-to-end tests under gunicorn.
 ROUTE_TABLE_REFRESH_INTERVAL = 0
 
+# Test-client tests read each access-log line as their request ends; the
+# batched writing is exercised by the end-to-end tests under gunicorn.
+ACCESS_LOG_FLUSH = 0
+
 # The test client serves the admin's static files from the apps themselves;
 # gunicorn runs in the end-to-end tests serve them from collectstatic's output.
 STATIC_ROOT = None

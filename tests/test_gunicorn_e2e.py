@@ -542,3 +542,18 @@ def test_trusted_proxies_with_host_bits_still_start_gunicorn():
         text=True,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_access_log_lines_held_for_batching_are_written_when_the_balancer_stops(
+    tmp_path, demo_backends
+):
+    # Held up to a minute: only the worker's exit can write them within the test.
+    env = balancer_environment(tmp_path, demo_fixture(demo_backends), ACCESS_LOG_FLUSH="60")
+    server = Balancer(env, workers=1, log_path=tmp_path / "balancer.log")
+    try:
+        for _ in range(3):
+            assert get(server.url, "www.mango.com", "/held").status_code == 200
+        assert "path=/held" not in server.log()
+    finally:
+        server.stop()
+    assert server.log().count("path=/held") == 3

@@ -7,6 +7,8 @@ import os
 import secrets
 import subprocess
 import sys
+import time
+from datetime import datetime
 
 import pytest
 from django.core import checks
@@ -51,6 +53,27 @@ def test_access_log_has_one_line_per_proxied_request(client, caplog, demo_backen
     assert line["backend"] in demo_backends["mango"]
     assert float(line["upstream_ms"]) > 0 and float(line["total_ms"]) >= float(line["upstream_ms"])
     assert line["bytes"] == str(len(b"This is the mango application."))
+
+
+@pytest.mark.usefixtures("fruit_routes")
+def test_access_log_lines_are_written_in_batches_within_the_flush_interval(
+    client, caplog, settings
+):
+    caplog.set_level("INFO", logger="routing.access")
+    settings.ACCESS_LOG_FLUSH = 0.3
+    client.get("/", headers={"Host": "www.mango.com"})
+    finished = time.time()
+    client.get("/", headers={"Host": "www.apple.com"})
+    assert access_lines(caplog) == []  # held for the flusher
+    deadline = time.monotonic() + 10
+    while len(access_lines(caplog)) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    first, second = access_lines(caplog)
+    assert fields_of(first.getMessage())["host"] == "www.mango.com"
+    assert fields_of(second.getMessage())["host"] == "www.apple.com"
+    # Each line keeps the time its request finished, not the time it was written.
+    logged = datetime.fromisoformat(fields_of(first.getMessage())["time"]).timestamp()
+    assert abs(logged - finished) < 0.2 and abs(first.created - logged) < 0.002
 
 
 def test_access_log_in_json_says_why_a_request_failed(

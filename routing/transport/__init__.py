@@ -107,6 +107,7 @@ def send(request):
     prepared.headers = {**request.headers, RAW_TARGET_KEY: request.target}
     prepared.body = request.body
     prepared.hooks = {"response": []}
+    prepared.origin = request.base_url  # pool.UpstreamAdapter finds the backend's pool by it
     try:
         raw = (
             SESSION.get_adapter(prepared.url)

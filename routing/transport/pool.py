@@ -10,6 +10,8 @@ from .parser import FinalResponse
 # Backends whose connections are kept, and idle connections kept per backend.
 POOL_CONNECTIONS = 32
 POOL_MAXSIZE = 64
+# Backend origins whose pool lookups are remembered (backends come and go with edits).
+MAX_REMEMBERED_ORIGINS = 1024
 
 
 # urllib3 re-encodes every request target (upper-cases %7e, encodes `|`, a lone
@@ -70,7 +72,28 @@ class UpstreamAdapter(HTTPAdapter):
         raw = request.headers.get(RAW_TARGET_KEY)
         return super().request_url(request, proxies) if raw is None else raw
 
+    def get_connection_with_tls_context(self, request, verify, proxies=None, cert=None):
+        """Return the connection pool for a request's backend, looked up once per backend.
+
+        requests parses the URL, checks for proxies and a CA directory, and
+        normalises a pool key on every request; the transport names the
+        backend's origin (its base URL), so the pool found the first time is
+        kept, until the pool manager closes it to make room for others.
+        """
+        origin = getattr(request, "origin", None)
+        if origin is None or proxies or cert:
+            return super().get_connection_with_tls_context(request, verify, proxies, cert)
+        key = (origin, verify)
+        pool = self.pools_by_origin.get(key)
+        if pool is None or pool.pool is None:  # not looked up yet, or closed since
+            pool = super().get_connection_with_tls_context(request, verify, proxies, cert)
+            if len(self.pools_by_origin) >= MAX_REMEMBERED_ORIGINS:
+                self.pools_by_origin.clear()
+            self.pools_by_origin[key] = pool
+        return pool
+
     def init_poolmanager(self, *args, **kwargs):
+        self.pools_by_origin = {}
         super().init_poolmanager(*args, **kwargs)
         self.poolmanager.pool_classes_by_scheme = {
             "http": UpstreamHTTPPool,
