@@ -62,7 +62,8 @@ def read_response_headers(fp):
         name = name.rstrip(" \t")
         if not colon or not headers.TOKEN_RE.fullmatch(name):
             raise MalformedResponseHeader(f"header line {line[:80]!r}")
-        message[name] = value.strip(" \t\r\n")
+        # As the email parser stores a header, without its per-header checks.
+        message.set_raw(name, value.strip(" \t\r\n"))
     return message
 
 
