@@ -11,9 +11,13 @@ from urllib3.util import SKIP_HEADER
 from .. import headers
 from .parser import FinalResponse
 
-# Backends whose connections are kept, and idle connections kept per backend.
+# Backends whose connections are kept, and idle connections kept per backend:
+# as many as a worker serves clients at once (WORKER_CONNECTIONS' default),
+# so that under load every request finds a kept-alive connection rather than
+# connecting anew and closing after use. A backend closes the idle ones on
+# its own keep-alive timeout; urllib3 notices before reusing one.
 POOL_CONNECTIONS = 32
-POOL_MAXSIZE = 64
+POOL_MAXSIZE = 1000
 # Backend origins whose pool lookups are remembered (backends come and go with edits).
 MAX_REMEMBERED_ORIGINS = 1024
 
