@@ -1,5 +1,6 @@
 """Find the route that serves a request: pure functions over a RouteTable snapshot."""
 
+import functools
 import re
 from dataclasses import dataclass
 from urllib.parse import unquote
@@ -24,8 +25,13 @@ class Match:
     stripped_prefix: str = ""
 
 
+@functools.lru_cache(maxsize=4096)
 def normalise_host(raw_host):
-    """Return the Host header lower-cased, without port or trailing dot; None if malformed."""
+    """Return the Host header lower-cased, without port or trailing dot; None if malformed.
+
+    Remembered for the most recent hosts: a balancer sees the same few again
+    and again.
+    """
     if not raw_host:
         return None
     domain, _port = split_domain_port(raw_host)  # lower-cased, one trailing dot gone

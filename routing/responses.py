@@ -43,7 +43,8 @@ class ProxiedResponse(StreamingHttpResponse):
 
     items() is what goes on the wire: the headers given, in order, repeats
     (every Set-Cookie) kept separate. The headers mapping mirrors them for
-    code that reads one value per name.
+    code that reads one value per name (the test client, a middleware), and
+    is filled the first time it is read: the WSGI server reads items() only.
     """
 
     def __init__(self, upstream, header_list):
@@ -53,10 +54,22 @@ class ProxiedResponse(StreamingHttpResponse):
             # A reason phrase gunicorn would refuse is replaced by the standard one.
             reason=upstream.reason if REASON_RE.fullmatch(upstream.reason or "") else None,
         )
-        del self.headers["Content-Type"]
         self.header_list = header_list
-        for name, value in header_list:
-            self.headers[name] = value
+        self.mirrored = False
+
+    @property
+    def headers(self):
+        headers = self.__dict__["mirror"]
+        if not self.__dict__.get("mirrored", True):  # True while Django's __init__ runs
+            self.mirrored = True
+            del headers["Content-Type"]  # Django's default; the backend's comes below
+            for name, value in self.header_list:
+                headers[name] = value
+        return headers
+
+    @headers.setter
+    def headers(self, value):
+        self.__dict__["mirror"] = value
 
     def items(self):
         return self.header_list

@@ -109,15 +109,12 @@ def send(request):
     prepared.hooks = {"response": []}
     prepared.origin = request.base_url  # pool.UpstreamAdapter finds the backend's pool by it
     try:
-        raw = (
-            SESSION.get_adapter(prepared.url)
-            .send(
-                prepared,
-                stream=True,
-                timeout=(request.connect_timeout, request.read_timeout),
-                verify=request.tls_verify,
-            )
-            .raw
+        # pool.UpstreamAdapter gives urllib3's response as it is.
+        raw = SESSION.get_adapter(prepared.url).send(
+            prepared,
+            stream=True,
+            timeout=(request.connect_timeout, request.read_timeout),
+            verify=request.tls_verify,
         )
     except requests.RequestException as error:
         raise upstream_error(error) from error

@@ -83,20 +83,14 @@ class UpstreamAdapter(HTTPAdapter):
     """requests' adapter, with connections that keep the raw target and skip 1xx."""
 
     def build_response(self, req, resp):
-        """Wrap urllib3's response without copying its headers or parsing its cookies.
+        """Return urllib3's response itself, not wrapped in a requests.Response.
 
-        The proxy reads the raw response (headers with their repeats, body
-        still encoded); requests' merged header dict and cookie jar would be
+        The transport reads the raw response (headers with their repeats,
+        body still encoded), and nothing else calls this adapter: requests'
+        Response, with its merged header dict and a new cookie jar, would be
         built on every request and never used.
         """
-        response = requests.Response()
-        response.status_code = resp.status
-        response.reason = resp.reason
-        response.raw = resp
-        response.url = req.url
-        response.request = req
-        response.connection = self
-        return response
+        return resp
 
     def request_url(self, request, proxies):
         """Return the raw target of a proxied request as it is, without parsing the URL again."""
