@@ -147,13 +147,16 @@ class AccessLogLines:
     with the ones that finished around it costs a fraction of one written on
     its own, in the middle of a request, where none of the logging code is
     warm. A background thread (a greenlet under gevent) writes what is
-    pending every ACCESS_LOG_FLUSH seconds; more than MAX_PENDING lines are
-    written at once by the request that adds one; gunicorn's worker_exit
+    pending every ACCESS_LOG_FLUSH seconds, SLICE lines at a time so that
+    requests are never held up for long; past MAX_PENDING lines, each
+    request that adds one writes a slice too; gunicorn's worker_exit
     hook and the interpreter's exit write the rest. Each line keeps the time
     its request finished.
     """
 
     MAX_PENDING = 10_000
+    # Lines the flusher writes before it lets requests run again.
+    SLICE = 64
 
     def __init__(self):
         self.pending = collections.deque()
@@ -167,17 +170,19 @@ class AccessLogLines:
         self.pending.append((level, fields))
         if self.flusher_pid != os.getpid():  # none yet in this process (or forked)
             self.start_flusher()
-        if len(self.pending) > self.MAX_PENDING:
-            self.flush()
+        if len(self.pending) > self.MAX_PENDING:  # the flusher cannot keep up: help it
+            self.flush(most=self.SLICE)
 
-    def flush(self):
-        """Write every pending line, oldest first."""
-        while True:
+    def flush(self, most=None):
+        """Write the pending lines, oldest first: all of them, or at most `most`."""
+        written = 0
+        while most is None or written < most:
             try:
                 level, fields = self.pending.popleft()
             except IndexError:
                 return
             emit(level, fields)
+            written += 1
 
     def start_flusher(self):
         with self.starting:
@@ -191,7 +196,11 @@ class AccessLogLines:
             # Set to 0 since (a test's settings): lines are written at once then.
             time.sleep(settings.ACCESS_LOG_FLUSH if settings.ACCESS_LOG_FLUSH > 0 else 1.0)
             try:
-                self.flush()
+                while self.pending:
+                    self.flush(most=self.SLICE)
+                    # Let requests run between slices: under gevent the
+                    # flusher shares its worker's one thread with them.
+                    time.sleep(0)
             except Exception:  # a handler that failed: keep the flusher alive
                 logging.getLogger(__name__).exception("Writing access-log lines failed")
 

@@ -16,6 +16,7 @@ from django.db import models
 
 from lbsite.settings import has_traceback
 from routing.models import Backend, HostRule, PathRule, Pool
+from routing.observe import AccessLogLines
 
 from .conftest import PROJECT_ROOT, metric
 
@@ -74,6 +75,17 @@ def test_access_log_lines_are_written_in_batches_within_the_flush_interval(
     # Each line keeps the time its request finished, not the time it was written.
     logged = datetime.fromisoformat(fields_of(first.getMessage())["time"]).timestamp()
     assert abs(logged - finished) < 0.2 and abs(first.created - logged) < 0.002
+
+
+def test_the_flusher_writes_a_slice_at_a_time_oldest_first(caplog):
+    caplog.set_level("INFO", logger="routing.access")
+    lines = AccessLogLines()
+    for n in range(5):
+        lines.pending.append((logging.INFO, {"time": time.time(), "n": n}))
+    lines.flush(most=2)
+    assert [fields_of(r.getMessage())["n"] for r in access_lines(caplog)] == ["0", "1"]
+    lines.flush()
+    assert [fields_of(r.getMessage())["n"] for r in access_lines(caplog)] == list("01234")
 
 
 def test_access_log_in_json_says_why_a_request_failed(
