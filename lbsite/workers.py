@@ -52,6 +52,8 @@ def discard_body(req):
     """Read away what is left of a request's body, within bounds; whether it all came."""
     if getattr(req.body, "failed", False):  # malformed: where the next request starts is unknown
         return False
+    if getattr(req.body.reader, "length", None) == 0 and not req.body.buf.tell():
+        return True  # read to its end (or none): no timer to set for nothing to read
     discarded = 0
     try:
         with Timeout(DISCARD_SECONDS, TimeoutError):
