@@ -15,6 +15,7 @@ from django.core import checks
 from django.db import models
 
 from lbsite.settings import has_traceback
+from routing import observe
 from routing.models import Backend, HostRule, PathRule, Pool
 from routing.observe import AccessLogLines
 
@@ -86,6 +87,20 @@ def test_the_flusher_writes_a_slice_at_a_time_oldest_first(caplog):
     assert [fields_of(r.getMessage())["n"] for r in access_lines(caplog)] == ["0", "1"]
     lines.flush()
     assert [fields_of(r.getMessage())["n"] for r in access_lines(caplog)] == list("01234")
+
+
+def test_the_remembered_process_id_is_renewed_in_a_forked_child():
+    assert observe.process_id() == os.getpid()
+    reader, writer = os.pipe()
+    child = os.fork()
+    if child == 0:  # the child: report what it remembers, and leave at once
+        os.write(writer, f"{observe.process_id()} {os.getpid()}".encode())
+        os._exit(0)
+    os.close(writer)
+    remembered, actual = os.read(reader, 100).decode().split()
+    os.waitpid(child, 0)
+    os.close(reader)
+    assert remembered == actual != str(os.getpid())
 
 
 def test_access_log_in_json_says_why_a_request_failed(
