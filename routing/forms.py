@@ -152,7 +152,10 @@ class RewriteField(forms.CharField):
         return steps
 
     def has_changed(self, initial, data):
-        return self.to_python(self.prepare_value(initial)) != self.to_python(data)
+        try:
+            return self.to_python(self.prepare_value(initial)) != self.to_python(data)
+        except ValidationError:
+            return True
 
 
 class RuleForm(forms.ModelForm):
