@@ -4,9 +4,11 @@ Starts two demo backends, the balancer exactly as production runs it
 (`gunicorn lbsite.wsgi` with gunicorn.conf.py, access log and metrics on),
 and nginx as a reference reverse proxy; runs bounded wrk runs at concurrency
 1, 8 and 64 against a backend directly, the balancer by host rule, the
-balancer by path rule, and nginx. Four references put the balancer's cost in
-proportion: a trivial app, a raw urllib3 proxy and a bare Django view with
-requests under the same gunicorn settings (bench/references.py,
+balancer by path rule, the balancer by a host rule with actions (two
+request headers set, a query parameter set, a path rewrite), and nginx.
+Four references put the balancer's cost in proportion: a trivial app, a
+raw urllib3 proxy and a bare Django view with requests under the same
+gunicorn settings (bench/references.py,
 bench/django_reference.py), and a Flask proxy calling requests.get, written
 and run the tutorial's way (bench/tutorial_reference.py, gthread workers).
 They are measured at concurrency 1, then at concurrency 8 taking turns with
@@ -54,6 +56,14 @@ REFERENCES = {
 # requests to a proxy instead of the backend; it still looks for them.
 PROXY_VARIABLES = ("http_proxy", "https_proxy", "all_proxy", "no_proxy")
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+# The actions of the balancer_actions_rule case: what a rule that shapes
+# requests typically does, measured against a plain host rule.
+BENCH_ACTIONS = {
+    "request_headers": {"set": {"X-Env": "bench", "X-Team": "mango"}},
+    "query": {"set": {"source": "bench"}},
+    "rewrite": [{"pattern": "^/v1/", "replacement": "/v2/"}],
+}
+CASES = ("direct", "balancer_host_rule", "balancer_path_rule", "balancer_actions_rule", "nginx")
 
 NGINX_CONF = """
 worker_processes 1;
@@ -293,6 +303,10 @@ def main():
             ),
             {"model": "routing.hostrule", "fields": {"host": "bench.test", "pool": ["mango"]}},
             {"model": "routing.pathrule", "fields": {"prefix": "/bench", "pool": ["mango"]}},
+            {
+                "model": "routing.hostrule",
+                "fields": {"host": "actions.bench.test", "pool": ["mango"], **BENCH_ACTIONS},
+            },
         ]
         env = prepare_balancer(home, rows)
         balancer, balancer_port, admin_port = start_balancer(env, home)
@@ -333,6 +347,11 @@ def main():
                 "localhost",
                 balancer.pid,
             ),
+            "balancer_actions_rule": (
+                f"http://127.0.0.1:{balancer_port}/v1/x?page=1",
+                "actions.bench.test",
+                balancer.pid,
+            ),
             "nginx": (f"http://127.0.0.1:{nginx_port}/", "bench.test", None),
         }
         # Warm every path (connections, route table) before measuring.
@@ -349,7 +368,10 @@ def main():
             print(f"  reference {name} at concurrency 1: done", flush=True)
         rounds = []
         for number in range(CPU_ROUNDS):
-            contenders = {"balancer_host_rule": cases["balancer_host_rule"], **references}
+            contenders = {
+                name: cases[name] for name in ("balancer_host_rule", "balancer_actions_rule")
+            }
+            contenders.update(references)
             rounds.append(
                 {
                     name: wrk(url, host, CPU_CONCURRENCY, pid)
@@ -403,7 +425,7 @@ def report(results, rounds, propagation):
     for concurrency in CONCURRENCIES:
         nginx = results[f"nginx@{concurrency}"]
         direct = results[f"direct@{concurrency}"]
-        for name in ("direct", "balancer_host_rule", "balancer_path_rule", "nginx"):
+        for name in CASES:
             run = results[f"{name}@{concurrency}"]
             run["rps_vs_nginx"] = run["rps"] / nginx["rps"]
             run["rps_vs_direct"] = run["rps"] / direct["rps"]
@@ -427,7 +449,8 @@ def report(results, rounds, propagation):
             f"{run['p99_ms']:>9.2f}{run['cpu_ms_per_request']:>12.3f}{'':>20}{run['errors']:>8}"
         )
     host = "balancer_host_rule"
-    names = [host, *REFERENCES]
+    actions = "balancer_actions_rule"
+    names = [host, actions, *REFERENCES]
     lines += [
         "",
         f"CPU ms per request at concurrency {CPU_CONCURRENCY}, {CPU_ROUNDS} rounds taking turns:",
@@ -438,9 +461,9 @@ def report(results, rounds, propagation):
         name: statistics.median(run[name]["cpu_ms_per_request"] for run in rounds) for name in names
     }
 
-    def ratio_to(reference):
+    def ratio_to(reference, name=host):
         return statistics.median(
-            run[host]["cpu_ms_per_request"] / run[reference]["cpu_ms_per_request"] for run in rounds
+            run[name]["cpu_ms_per_request"] / run[reference]["cpu_ms_per_request"] for run in rounds
         )
 
     summary = {
@@ -449,6 +472,8 @@ def report(results, rounds, propagation):
         "cpu_vs_tutorial_flask_proxy": ratio_to("tutorial_flask_proxy"),
         "cpu_vs_urllib3_proxy": ratio_to("urllib3_proxy"),
         "cpu_vs_django_requests_proxy": ratio_to("django_requests_proxy"),
+        "actions_rule_cpu_ms_per_request": cpu[actions],
+        "actions_rule_cpu_vs_plain_rule": ratio_to(host, actions),
         "throughput_vs_nginx_at_64": results[f"{host}@64"]["rps_vs_nginx"],
         "added_p50_ms_at_1": results[f"{host}@1"]["added_p50_ms"],
         **{
@@ -469,6 +494,14 @@ def report(results, rounds, propagation):
             summary["cpu_vs_urllib3_proxy"],
             "<=",
             1.25,
+            "x",
+        ),
+        Target(
+            "CPU per request of a rule with two header sets, a query set and a rewrite "
+            "vs a plain host rule",
+            summary["actions_rule_cpu_vs_plain_rule"],
+            "<=",
+            1.10,
             "x",
         ),
         Target(
@@ -500,6 +533,8 @@ def report(results, rounds, propagation):
         f"{cpu['django_requests_proxy']:.3f} ms "
         f"({summary['cpu_vs_django_requests_proxy']:.2f}x), gunicorn's own floor, a trivial app, "
         f"{cpu['gunicorn_floor']:.3f} ms",
+        f"A host rule with actions: {cpu[actions]:.3f} ms "
+        f"({summary['actions_rule_cpu_vs_plain_rule']:.3f}x the plain host rule)",
         "Added p50 latency at concurrency 1 in this run: the tutorial's Flask proxy "
         f"{summary['tutorial_flask_proxy_added_p50_ms_at_1']:.2f} ms, the raw urllib3 proxy "
         f"{summary['urllib3_proxy_added_p50_ms_at_1']:.2f} ms, the bare Django view "

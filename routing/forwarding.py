@@ -3,14 +3,16 @@
 Between the route's match and the transport: the upstream request's target
 and headers (the client's, filtered, plus the forwarding ones), and the
 response headers passed back (hop-by-hop ones dropped, redirects rewritten
-to the public origin, Via added). Pure but for the settings it reads.
+to the public origin, Via added), with the matched rule's actions applied
+(actions.py). Pure but for the settings it reads.
 """
 
 from django.conf import settings
 from urllib3.util import SKIP_HEADER
 
-from . import headers
+from . import actions, headers
 from .errors import InvalidUpstreamResponse
+from .snapshot import NO_ACTIONS
 from .transport import UpstreamRequest
 
 # Headers that urllib3 or http.client would add on their own when absent;
@@ -24,12 +26,22 @@ def upstream_request(request, match, backend):
     return UpstreamRequest(
         method=request.method,
         base_url=backend.url,
-        target=match.upstream_path + ("?" + request.query if "?" in request.target else ""),
+        target=upstream_target(request, match),
         headers=upstream_headers(request, match),
         body=request.body(),
         connect_timeout=pool.connect_timeout,
         read_timeout=pool.read_timeout,
         tls_verify=pool.tls_verify,
+    )
+
+
+def upstream_target(request, match):
+    """Return the path and query the backend is asked for, after the rule's rewrite and query."""
+    rule_actions = match.route.actions
+    if rule_actions is NO_ACTIONS:
+        return match.upstream_path + ("?" + request.query if "?" in request.target else "")
+    return actions.upstream_target(
+        rule_actions, match.upstream_path, request.query, "?" in request.target
     )
 
 
@@ -54,6 +66,10 @@ def upstream_headers(request, match):
             sent["Cookie"] = cookie
         else:
             del sent["Cookie"]
+    edit = match.route.actions.request_headers
+    if edit:
+        sent = {name: value for name, value in sent.items() if name.lower() not in edit.dropped}
+        sent.update(edit.set)
     for name in SKIPPABLE_DEFAULT_HEADERS:
         sent.setdefault(name, SKIP_HEADER)
     host = request.host_header
@@ -98,7 +114,7 @@ def client_response_headers(upstream, request, match, backend):
     if switching:  # gunicorn keeps these two hop-by-hop headers for a WebSocket answer
         header_list += [("Upgrade", "websocket"), ("Connection", "Upgrade")]
     header_list.append(("Via", via_from(upstream)))
-    return header_list
+    return actions.edit_headers(match.route.actions.response_headers, header_list)
 
 
 def via_from(upstream):

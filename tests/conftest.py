@@ -22,6 +22,7 @@ from django.core.management import call_command
 from django.test import Client
 
 from lbsite.listeners import admin_port
+from routing import balancer
 from routing.models import Backend, HostRule, PathRule, Pool
 from routing.table import clear_route_table
 
@@ -411,10 +412,17 @@ def make_route(db):
 
 @pytest.fixture(autouse=True)
 def fresh_route_table():
-    """Start every test with no cached table: a rolled-back test sends no signal."""
+    """Start every test with no cached table: a rolled-back test sends no signal.
+
+    Nor with another test's passive failures: a rolled-back database hands
+    out the same pool and backend ids again, and the balancer's per-process
+    state is keyed by them.
+    """
     clear_route_table()
+    balancer._states.clear()
     yield
     clear_route_table()
+    balancer._states.clear()
 
 
 class FlaskLikeClient(Client):
