@@ -75,7 +75,7 @@ def time_in_turns(cases):
 
 
 def build_in_memory(specs):
-    from routing.models import prefix_segments
+    from routing.prefixes import prefix_segments
     from routing.snapshot import Pool, Route, RouteTable
 
     pools = [Pool(id=n, name=f"pool{n}") for n in range(POOLS)]

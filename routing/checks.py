@@ -4,7 +4,8 @@ from django.conf import settings
 from django.core import checks
 from django.db import DatabaseError
 
-from .models import HostRule, PathRule, Pool, prefix_segments
+from .models import HostRule, PathRule, Pool
+from .prefixes import prefix_segments
 
 
 @checks.register(checks.Tags.database)

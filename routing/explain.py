@@ -3,7 +3,8 @@
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from .models import HostRule, PathRule, prefix_segments
+from .models import HostRule, PathRule
+from .prefixes import prefix_segments
 from .resolver import normalise_host, path_segments, resolve, split_target
 
 HOST_LEVELS = ("exact host", "wildcard host", "any host")

@@ -4,7 +4,7 @@ import contextlib
 import os
 import re
 import threading
-from urllib.parse import quote, unquote, urlsplit
+from urllib.parse import urlsplit
 
 from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
 from django.core.validators import MinValueValidator
@@ -12,6 +12,15 @@ from django.db import IntegrityError, models, transaction
 from django.db.models import F, Q
 from django.db.models.functions import Lower
 from django.dispatch import Signal
+
+from .actions import (
+    validate_firewall,
+    validate_query,
+    validate_request_headers,
+    validate_response_headers,
+    validate_rewrite,
+)
+from .prefixes import canonical_prefix, validate_prefix
 
 ALGORITHM_CHOICES = [
     ("random", "Random, in proportion to weight"),
@@ -29,8 +38,6 @@ _held_bumps = threading.local()
 
 HOST_LABEL_RE = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)")
 MAX_HOST_LENGTH = 253
-# Characters a path segment may hold unencoded (RFC 3986 pchar), bar "%".
-PREFIX_SAFE_CHARACTERS = "!$&'()*+,;=:@-._~"
 
 
 def normalise_host_pattern(value):
@@ -57,38 +64,6 @@ def validate_host_pattern(value):
         raise ValidationError(
             "A wildcard needs at least two labels after '*.', e.g. *.mango.com.",
             code="wildcard_too_broad",
-        )
-
-
-def prefix_segments(prefix):
-    """Return a prefix's segments percent-decoded, as request paths are matched."""
-    return [unquote(segment) for segment in prefix.strip("/").split("/")] if prefix != "/" else []
-
-
-def canonical_prefix(prefix):
-    """Return the one spelling of a prefix: each segment decoded, then encoded once.
-
-    "/%6Dango/" and "/mango" match the same requests, so both are stored as
-    "/mango"; an encoded slash stays encoded inside its segment.
-    """
-    segments = prefix_segments(prefix)
-    return "/" + "/".join(quote(segment, safe=PREFIX_SAFE_CHARACTERS) for segment in segments)
-
-
-def validate_prefix(value):
-    """Refuse a path prefix that could not match a request path as written."""
-    if not value.startswith("/"):
-        raise ValidationError("A prefix starts with '/', e.g. /mango.", code="prefix_without_slash")
-    if any(char in value for char in "?#") or not value.isprintable() or " " in value:
-        raise ValidationError(
-            "A prefix is a path only: no query, fragment, spaces or control characters.",
-            code="prefix_not_a_path",
-        )
-    if any(segment in ("", ".", "..") for segment in prefix_segments(value.rstrip("/") or "/")):
-        raise ValidationError(
-            "A prefix has no empty, '.' or '..' segments (written plainly or "
-            "percent-encoded), e.g. /api/v1.",
-            code="prefix_bad_segment",
         )
 
 
@@ -578,6 +553,45 @@ class Rule(RoutingModel):
     preserve_host = models.BooleanField(
         default=False,
         help_text="Send the client's Host header to the backend instead of the backend's own host.",
+    )
+    # Actions (see actions.py): each empty by default, which does nothing.
+    firewall = models.JSONField(
+        default=dict,
+        blank=True,
+        validators=[validate_firewall],
+        help_text="403 Forbidden for clients in deny, clients outside allow (when "
+        "allow is not empty), or paths under a deny_paths prefix, e.g. "
+        '{"allow": ["10.0.0.0/8"], "deny": ["10.0.0.9"], "deny_paths": ["/admin"]}.',
+    )
+    request_headers = models.JSONField(
+        default=dict,
+        blank=True,
+        validators=[validate_request_headers],
+        help_text="Headers set (replacing what the client sent) or removed before "
+        'forwarding, e.g. {"set": {"X-Env": "prod"}, "remove": ["X-Debug"]}.',
+    )
+    query = models.JSONField(
+        default=dict,
+        blank=True,
+        validators=[validate_query],
+        help_text="Query parameters set or removed before forwarding; the others keep "
+        'their bytes and order, e.g. {"set": {"lang": "en"}, "remove": ["debug"]}.',
+    )
+    rewrite = models.JSONField(
+        default=list,
+        blank=True,
+        validators=[validate_rewrite],
+        help_text="Regular-expression substitutions on the path the backend gets "
+        "(after prefix stripping), in order, e.g. "
+        '[{"pattern": "^/v1/", "replacement": "/v2/"}].',
+    )
+    response_headers = models.JSONField(
+        default=dict,
+        blank=True,
+        validators=[validate_response_headers],
+        help_text="Headers set or removed on every answer of the rule, the "
+        "balancer's own errors included, e.g. "
+        '{"set": {"Strict-Transport-Security": "max-age=31536000"}, "remove": ["X-Powered-By"]}.',
     )
 
     class Meta:

@@ -17,7 +17,8 @@ from django.conf import settings
 from django.db import close_old_connections, connection
 
 from . import balancer, snapshot
-from .models import Backend, HostRule, PathRule, Pool, RoutingVersion, prefix_segments
+from .models import Backend, HostRule, PathRule, Pool, RoutingVersion
+from .prefixes import prefix_segments
 
 logger = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from routing.models import prefix_segments
+from routing.prefixes import prefix_segments
 from routing.resolver import normalise_host, path_segments, resolve, split_target
 from routing.snapshot import Pool, Route, RouteTable
 

@@ -1,0 +1,195 @@
+"""Rule actions: what a host or path rule does to a request besides choosing its pool.
+
+Four stages, one module: the checks the model runs on every write (a value
+that fails them never reaches the database), the resolved, immutable form
+the route table snapshot keeps (compiled patterns, parsed networks, decoded
+segments), and the pure functions the request path applies them with.
+"""
+
+import ipaddress
+import re
+
+from django.core.exceptions import ValidationError
+
+from . import headers
+from .prefixes import validate_prefix
+
+# Names a rule may not set or remove on the way to the backend: the
+# balancer writes them itself (Host, X-Forwarded-*, Via, Forwarded) or they
+# frame the message or the connection, which is the balancer's job.
+FORBIDDEN_REQUEST_HEADERS = (
+    headers.HOP_BY_HOP_HEADERS
+    | headers.REPLACED_REQUEST_HEADERS
+    | {"content-length", "via", "forwarded"}
+)
+
+# Names a rule may not set or remove on the way back: the framing of the
+# answer, and what gunicorn and the balancer always write themselves.
+FORBIDDEN_RESPONSE_HEADERS = (
+    headers.HOP_BY_HOP_HEADERS | headers.REPLACED_RESPONSE_HEADERS | {"content-length"}
+)
+
+# Header values a rule sets: printable ASCII and tabs, never CR or LF.
+HEADER_VALUE_RE = re.compile(r"[\t\x20-\x7e]*")
+
+HEADER_ACTION_KEYS = ("set", "remove")
+QUERY_ACTION_KEYS = ("set", "remove")
+REWRITE_STEP_KEYS = ("pattern", "replacement")
+FIREWALL_KEYS = ("allow", "deny", "deny_paths")
+
+
+def refuse(message, code):
+    raise ValidationError(message, code=code)
+
+
+def check_keys(value, allowed, what, example):
+    """Refuse a value that is not an object of the allowed keys."""
+    if not isinstance(value, dict):
+        refuse(f"{what} is an object, e.g. {example}.", "action_not_an_object")
+    unknown = sorted(set(value) - set(allowed))
+    if unknown:
+        refuse(
+            f"{what} has no key {', '.join(map(repr, unknown))}: it takes {', '.join(allowed)}.",
+            "action_unknown_key",
+        )
+
+
+def check_text_map(value, what):
+    """Refuse a `set` that is not an object of text values."""
+    if not isinstance(value, dict):
+        refuse(f"{what} is an object of names and values.", "action_set_not_an_object")
+    for name, text in value.items():
+        if not isinstance(text, str):
+            refuse(
+                f"{what}: the value of {name!r} is text, not {type(text).__name__}.",
+                "action_value_not_text",
+            )
+
+
+def check_text_list(value, what):
+    """Refuse a `remove` that is not a list of text."""
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        refuse(f"{what} is a list of names.", "action_remove_not_a_list")
+
+
+def check_header_name(name, forbidden, what):
+    if not headers.TOKEN_RE.fullmatch(name):
+        refuse(
+            f"{what}: {name!r} is not a header name (letters, digits and !#$%&'*+-.^_`|~ only).",
+            "header_name_invalid",
+        )
+    lower = name.lower()
+    if lower in forbidden or lower.startswith("x-forwarded-"):
+        refuse(
+            f"{what}: {name} is the balancer's own to write (hop-by-hop, framing, "
+            "Host, Via, Forwarded or X-Forwarded-*) and cannot be changed by a rule.",
+            "header_name_reserved",
+        )
+
+
+def validate_header_action(value, forbidden, what):
+    """Refuse a header action that is not {"set": {Name: value}, "remove": [Name]}."""
+    check_keys(value, HEADER_ACTION_KEYS, what, '{"set": {"X-Env": "prod"}, "remove": ["X-Debug"]}')
+    set_values = value.get("set", {})
+    check_text_map(set_values, f"{what} set")
+    check_text_list(value.get("remove", []), f"{what} remove")
+    seen = set()
+    for name in [*set_values, *value.get("remove", [])]:
+        check_header_name(name, forbidden, what)
+    for name, text in set_values.items():
+        if name.lower() in seen:
+            refuse(f"{what}: {name} is set twice.", "header_set_twice")
+        seen.add(name.lower())
+        if not HEADER_VALUE_RE.fullmatch(text):
+            refuse(
+                f"{what}: the value of {name} holds a line break or a character "
+                "that is not printable ASCII.",
+                "header_value_invalid",
+            )
+
+
+def validate_request_headers(value):
+    """Refuse request headers a rule may not set or remove, or a malformed action."""
+    validate_header_action(value, FORBIDDEN_REQUEST_HEADERS, "Request headers")
+
+
+def validate_response_headers(value):
+    """Refuse response headers a rule may not set or remove, or a malformed action."""
+    validate_header_action(value, FORBIDDEN_RESPONSE_HEADERS, "Response headers")
+
+
+def validate_query(value):
+    """Refuse a query action that is not {"set": {key: value}, "remove": [key]}."""
+    check_keys(value, QUERY_ACTION_KEYS, "Query", '{"set": {"lang": "en"}, "remove": ["debug"]}')
+    set_values = value.get("set", {})
+    check_text_map(set_values, "Query set")
+    check_text_list(value.get("remove", []), "Query remove")
+    for key in [*set_values, *value.get("remove", [])]:
+        if not key or not key.isprintable():
+            refuse(
+                f"Query: {key!r} is not a parameter name (not empty, no control characters).",
+                "query_key_invalid",
+            )
+    for key, text in set_values.items():
+        if not text.isprintable():
+            refuse(f"Query: the value of {key!r} holds control characters.", "query_value_invalid")
+
+
+def validate_rewrite(value):
+    """Refuse a rewrite that is not a list of steps whose patterns and templates compile."""
+    example = '[{"pattern": "^/v1/", "replacement": "/v2/"}]'
+    if not isinstance(value, list):
+        refuse(f"Rewrite is a list of steps, e.g. {example}.", "rewrite_not_a_list")
+    for number, step in enumerate(value, start=1):
+        what = f"Rewrite step {number}"
+        check_keys(step, REWRITE_STEP_KEYS, what, example[1:-1])
+        pattern, replacement = step.get("pattern"), step.get("replacement")
+        if not isinstance(pattern, str) or not isinstance(replacement, str):
+            refuse(
+                f"{what} needs a pattern and a replacement, both text.", "rewrite_step_incomplete"
+            )
+        try:
+            compiled = re.compile(pattern)
+        except re.error as error:
+            refuse(f"{what}: the pattern does not compile: {error}.", "rewrite_bad_pattern")
+        try:
+            # The template is parsed against the pattern's groups even when
+            # nothing matches.
+            compiled.sub(replacement, "")
+        except (re.error, IndexError) as error:
+            refuse(
+                f"{what}: the replacement does not fit the pattern: {error}.",
+                "rewrite_bad_replacement",
+            )
+
+
+def parse_network(text):
+    """Return the network a CIDR or a single address names."""
+    return ipaddress.ip_network(text.strip(), strict=True)
+
+
+def validate_firewall(value):
+    """Refuse a firewall whose networks or denied paths are malformed."""
+    check_keys(
+        value,
+        FIREWALL_KEYS,
+        "Firewall",
+        '{"allow": ["10.0.0.0/8"], "deny": ["10.0.0.9"], "deny_paths": ["/admin"]}',
+    )
+    for key in FIREWALL_KEYS:
+        check_text_list(value.get(key, []), f"Firewall {key}")
+    for key in ("allow", "deny"):
+        for text in value.get(key, []):
+            try:
+                parse_network(text)
+            except ValueError as error:
+                refuse(
+                    f"Firewall {key}: {text!r} is not an address or network "
+                    f"such as 10.0.0.1 or 10.0.0.0/8 ({error}).",
+                    "firewall_bad_network",
+                )
+    for prefix in value.get("deny_paths", []):
+        try:
+            validate_prefix(prefix)
+        except ValidationError as error:
+            refuse(f"Firewall deny_paths: {prefix!r}: {error.messages[0]}", error.code)
