@@ -2,6 +2,7 @@
 
 import io
 import textwrap
+import time
 from datetime import UTC, datetime
 
 import pytest
@@ -11,7 +12,14 @@ from django.core.management.base import CommandError
 
 from routing.models import Backend, HostRule, PathRule, Pool, RoutingVersion
 
-from .conftest import PROJECT_ROOT
+from .conftest import (
+    PROJECT_ROOT,
+    Balancer,
+    balancer_environment,
+    demo_fixture,
+    manage_output,
+)
+from .test_gunicorn_e2e import PROPAGATION_BOUND, get
 
 pytestmark = pytest.mark.django_db
 
@@ -409,3 +417,32 @@ hosts:
         "hosts[0].header_rules",
         "hosts[1].firewall_rules",
     ]
+
+
+def test_export_edit_import_under_a_running_balancer_goes_live(tmp_path, demo_backends):
+    """As a user would: export, edit the text, import it from standard input."""
+    env = balancer_environment(tmp_path, demo_fixture(demo_backends))
+    balancer = Balancer(env, workers=2)
+    try:
+        for _ in range(10):  # both workers cache the table first
+            assert get(balancer.url, "www.mango.com").text == "This is the mango application."
+        exported = manage_output(env, "export_routes")
+        edited = exported.replace(
+            "- host: www.mango.com\n  pool: mango", "- host: www.mango.com\n  pool: apple"
+        )
+        output = manage_output(env, "import_routes", "-", input=edited)
+        assert output.splitlines() == [
+            "~ host www.mango.com: pool mango -> apple",
+            "Imported: 1 change.",
+        ]
+        deadline = time.monotonic() + PROPAGATION_BOUND
+        while {get(balancer.url, "www.mango.com").text for _ in range(10)} != {
+            "This is the apple application."
+        }:
+            assert time.monotonic() < deadline, "the import never reached every worker"
+            time.sleep(0.05)
+        assert manage_output(env, "import_routes", "-", input=edited).splitlines() == [
+            "No changes."
+        ]
+    finally:
+        balancer.stop()
