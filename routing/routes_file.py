@@ -15,6 +15,7 @@ The tutorial's `loadbalancer.yaml` is read as well, recognised by its
 import ipaddress
 import json
 import re
+from collections.abc import Hashable
 from dataclasses import dataclass, field
 
 import yaml
@@ -81,6 +82,8 @@ class UniqueKeyLoader(yaml.SafeLoader):
         seen = set()
         for key_node, _value_node in node.value:
             key = self.construct_object(key_node, deep=deep)
+            if not isinstance(key, Hashable):
+                continue  # the safe loader's own error names it
             if key in seen:
                 raise yaml.constructor.ConstructorError(
                     None, None, f"duplicate key {key!r}", key_node.start_mark
@@ -292,8 +295,11 @@ def project_entries(document, errors):
             if missing:
                 continue
             values = {name: value for name, value in item.items() if name in known}
-            pool = values.pop("pool")
-            entries.append(Entry(model, place, values, pool=pool_name(pool)))
+            pool = pool_name(values.pop("pool"))
+            if not isinstance(pool, str):
+                errors.append(f"{place}.pool: the name of a pool, e.g. mango")
+                continue
+            entries.append(Entry(model, place, values, pool=pool))
     return entries
 
 

@@ -321,6 +321,11 @@ def test_every_error_of_a_file_is_reported():
         ("- pools\n", "the file holds a mapping with pools:, hosts: and paths:"),
         ("hosts: {host: a.com}\n", "hosts: a list of entries"),
         ("pools: {mango: {}}\nhosts: [{pool: mango}]\n", "hosts[0]: no host"),
+        ("pools: {mango: {}}\nhosts: [{host: a.com, pool: [mango]}]\n", "hosts[0].pool: the name"),
+        (
+            "pools: {? [a]\n : {}}\n",
+            "not valid YAML: line 1, column 11: while constructing a mapping",
+        ),
     ],
 )
 def test_a_malformed_file_is_an_error(routes, text, error):
