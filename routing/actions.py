@@ -1,18 +1,25 @@
 """Rule actions: what a host or path rule does to a request besides choosing its pool.
 
-Four stages, one module: the checks the model runs on every write (a value
-that fails them never reaches the database), the resolved, immutable form
-the route table snapshot keeps (compiled patterns, parsed networks, decoded
-segments), and the pure functions the request path applies them with.
+Three parts, one module: the checks the model runs on every write (a value
+that fails them never reaches the database), the resolving of a rule's
+actions into the snapshot's immutable form (compiled patterns, parsed
+networks, decoded segments: no work left for a request), and the pure
+functions the request path applies them with. In a request's order: the
+firewall (after the rule is resolved, before a backend is chosen), then the
+rewrite, query and request headers of the upstream request, then the
+response headers of whatever the client is answered.
 """
 
 import ipaddress
 import re
+from urllib.parse import quote, unquote_plus
 
 from django.core.exceptions import ValidationError
 
-from . import headers
-from .prefixes import validate_prefix
+from . import headers, snapshot
+from .errors import Forbidden
+from .prefixes import prefix_segments, validate_prefix
+from .resolver import ORIGIN_FORM_RE, path_segments
 
 # Names a rule may not set or remove on the way to the backend: the
 # balancer writes them itself (Host, X-Forwarded-*, Via, Forwarded) or they
@@ -193,3 +200,117 @@ def validate_firewall(value):
             validate_prefix(prefix)
         except ValidationError as error:
             refuse(f"Firewall deny_paths: {prefix!r}: {error.messages[0]}", error.code)
+
+
+# Characters a query key or value the rule sets keeps unencoded: those of
+# RFC 3986's query, bar the separators "&", "=" and "+" (a space to forms).
+QUERY_SAFE_CHARACTERS = "!$'()*,;:@/?-._~"
+# What a rewritten path keeps unencoded: a path's characters, "%" included,
+# so the template can write escapes itself; "?", "#" and the rest are data.
+PATH_SAFE_CHARACTERS = "/!$&'()*+,;=:@-._~%"
+
+
+def resolve_actions(rule):
+    """Return a rule row's actions in the snapshot's form, ready for requests."""
+    if not (
+        rule.firewall or rule.request_headers or rule.query or rule.rewrite or rule.response_headers
+    ):
+        return snapshot.NO_ACTIONS
+    return snapshot.Actions(
+        firewall=snapshot.Firewall(
+            allow=tuple(parse_network(text) for text in rule.firewall.get("allow", [])),
+            deny=tuple(parse_network(text) for text in rule.firewall.get("deny", [])),
+            deny_paths=tuple(
+                tuple(prefix_segments(prefix)) for prefix in rule.firewall.get("deny_paths", [])
+            ),
+        ),
+        request_headers=header_edit(rule.request_headers),
+        query=query_edit(rule.query),
+        rewrite=tuple(
+            snapshot.RewriteStep(re.compile(step["pattern"]), step["replacement"])
+            for step in rule.rewrite
+        ),
+        response_headers=header_edit(rule.response_headers),
+    )
+
+
+def header_edit(value):
+    return snapshot.HeaderEdit(
+        set=tuple(value.get("set", {}).items()),
+        remove=frozenset(name.lower() for name in value.get("remove", [])),
+    )
+
+
+def query_edit(value):
+    set_values = value.get("set", {})
+    return snapshot.QueryEdit(
+        set=tuple(
+            f"{quote(key, safe=QUERY_SAFE_CHARACTERS)}={quote(text, safe=QUERY_SAFE_CHARACTERS)}"
+            for key, text in set_values.items()
+        ),
+        remove=frozenset([*value.get("remove", []), *set_values]),
+    )
+
+
+def enforce_firewall(firewall, client, raw_path):
+    """Raise Forbidden if a rule's firewall refuses this client address or raw path."""
+    if not firewall:
+        return
+    if firewall.allow or firewall.deny:
+        address = client_address(client)
+        if address is not None and any(address in network for network in firewall.deny):
+            raise Forbidden(f"firewall: client {client} denied")
+        if firewall.allow and (
+            address is None or not any(address in network for network in firewall.allow)
+        ):
+            raise Forbidden(f"firewall: client {client} not allowed")
+    if firewall.deny_paths:
+        decoded = tuple(segment for _raw, segment in path_segments(raw_path))
+        for prefix in firewall.deny_paths:
+            if decoded[: len(prefix)] == prefix:
+                raise Forbidden(f"firewall: path /{'/'.join(prefix)} denied")
+
+
+def client_address(text):
+    """Return a client's address parsed (an IPv4-mapped IPv6 one as IPv4), None if it is none."""
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        return None
+    return getattr(address, "ipv4_mapped", None) or address
+
+
+def rewrite_path(steps, path):
+    """Return the path after a rule's rewrite steps, always a path: starting with '/'."""
+    for step in steps:
+        path = step.pattern.sub(step.replacement, path)
+    if not path.startswith("/"):
+        path = "/" + path
+    if "?" in path or not ORIGIN_FORM_RE.fullmatch(path):
+        path = quote(path, safe=PATH_SAFE_CHARACTERS)
+    return path
+
+
+def edit_query(edit, raw_query):
+    """Return a raw query string with a rule's parameters removed and set.
+
+    The other parameters keep their bytes and order; the set ones come last.
+    """
+    kept = (
+        [
+            piece
+            for piece in raw_query.split("&")
+            if piece and unquote_plus(piece.partition("=")[0]) not in edit.remove
+        ]
+        if raw_query
+        else []
+    )
+    return "&".join([*kept, *edit.set])
+
+
+def edit_headers(edit, header_list):
+    """Return a (name, value) list with a rule's headers removed and set."""
+    if not edit:
+        return header_list
+    kept = [(name, value) for name, value in header_list if name.lower() not in edit.dropped]
+    return kept + list(edit.set)

@@ -4,11 +4,12 @@ One module for the whole request path, so that the view maps failures to
 answers by one attribute and the retry logic reads the class, never a
 library's exception arguments. Three families, by whose doing it is:
 
-- ClientError: the client's request cannot be served as sent (4xx, 501).
+- ClientError: the client's request cannot be served as sent (4xx, 501),
+  or its rule refuses it (403).
 - RoutingError: nothing in the route table can serve it (404, 503).
-- UpstreamError: a backend failed (502, 504). NotSent is the one retries
-  care about: nothing of the request reached the backend, so it may go to
-  another, whatever its method.
+- UpstreamError: a backend failed (502, 503, 504). NotSent is the one
+  retries care about: nothing of the request reached the backend, so it may
+  go to another, whatever its method.
 """
 
 
@@ -56,6 +57,12 @@ class UpgradeUnavailable(ClientError):
     """A WebSocket handshake came through a server that cannot hand its connection over."""
 
     status = 501
+
+
+class Forbidden(ClientError):
+    """A rule's firewall refuses the client's address or the request's path."""
+
+    status = 403
 
 
 class ClientBodyError(ClientError):
@@ -120,9 +127,17 @@ class InvalidUpstreamResponse(UpstreamError):
 
 
 class UpstreamFailed(UpstreamError):
-    """Every attempt failed: 504 when each of them timed out, else 502."""
+    """Every attempt failed.
+
+    503 when none was sent (every backend refused, or timed out while
+    connecting: no server could take the request, as HAProxy and Envoy
+    answer), else 504 when each of them timed out, else 502.
+    """
 
     def __init__(self, failures):
         super().__init__(failures[-1].cause)
         self.timed_out = all(failure.timed_out for failure in failures)
-        self.status = 504 if self.timed_out else 502
+        if all(isinstance(failure, NotSent) for failure in failures):
+            self.status = 503
+        else:
+            self.status = 504 if self.timed_out else 502

@@ -3,13 +3,14 @@
 Between the route's match and the transport: the upstream request's target
 and headers (the client's, filtered, plus the forwarding ones), and the
 response headers passed back (hop-by-hop ones dropped, redirects rewritten
-to the public origin, Via added). Pure but for the settings it reads.
+to the public origin, Via added), with the matched rule's actions applied
+(actions.py). Pure but for the settings it reads.
 """
 
 from django.conf import settings
 from urllib3.util import SKIP_HEADER
 
-from . import headers
+from . import actions, headers
 from .errors import InvalidUpstreamResponse
 from .transport import UpstreamRequest
 
@@ -24,13 +25,25 @@ def upstream_request(request, match, backend):
     return UpstreamRequest(
         method=request.method,
         base_url=backend.url,
-        target=match.upstream_path + ("?" + request.query if "?" in request.target else ""),
+        target=upstream_target(request, match),
         headers=upstream_headers(request, match),
         body=request.body(),
         connect_timeout=pool.connect_timeout,
         read_timeout=pool.read_timeout,
         tls_verify=pool.tls_verify,
     )
+
+
+def upstream_target(request, match):
+    """Return the path and query the backend is asked for, after the rule's rewrite and query."""
+    rule_actions = match.route.actions
+    path = match.upstream_path
+    if rule_actions.rewrite:
+        path = actions.rewrite_path(rule_actions.rewrite, path)
+    if rule_actions.query:
+        query = actions.edit_query(rule_actions.query, request.query)
+        return path + ("?" + query if query else "")
+    return path + ("?" + request.query if "?" in request.target else "")
 
 
 def upstream_headers(request, match):
@@ -54,6 +67,10 @@ def upstream_headers(request, match):
             sent["Cookie"] = cookie
         else:
             del sent["Cookie"]
+    edit = match.route.actions.request_headers
+    if edit:
+        sent = {name: value for name, value in sent.items() if name.lower() not in edit.dropped}
+        sent.update(edit.set)
     for name in SKIPPABLE_DEFAULT_HEADERS:
         sent.setdefault(name, SKIP_HEADER)
     host = request.host_header
@@ -98,7 +115,7 @@ def client_response_headers(upstream, request, match, backend):
     if switching:  # gunicorn keeps these two hop-by-hop headers for a WebSocket answer
         header_list += [("Upgrade", "websocket"), ("Connection", "Upgrade")]
     header_list.append(("Via", via_from(upstream)))
-    return header_list
+    return actions.edit_headers(match.route.actions.response_headers, header_list)
 
 
 def via_from(upstream):

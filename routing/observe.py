@@ -30,6 +30,8 @@ from prometheus_client import (
 )
 from prometheus_client.core import GaugeMetricFamily
 
+from . import snapshot
+
 access_log = logging.getLogger("routing.access")
 
 if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
@@ -76,13 +78,15 @@ class Exchange:
     finished: bool = False
     finishers: list = field(default_factory=list)
     tunnel: object = None  # a WebSocket tunnel's body, once answered 101
+    # The matched rule's actions: its response headers go on error answers too.
+    actions: snapshot.Actions = snapshot.NO_ACTIONS
 
     @classmethod
     def begin(cls, request):
         """Start the exchange of a ClientRequest."""
         IN_FLIGHT.inc()
         return cls(
-            client=request.peer,
+            client=request.client,
             host=request.host or request.host_header or "-",
             method=request.method,
             path=request.target,

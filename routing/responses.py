@@ -30,11 +30,19 @@ ERROR_BODIES = {
 REASON_RE = re.compile(r"[\t \x21-\x7e\x80-\xff]+")
 
 
-def error_response(status):
-    """Return the balancer's own plain-text answer for an error status."""
+def error_response(status, header_edit=None):
+    """Return the balancer's own plain-text answer for an error status.
+
+    header_edit: the matched rule's response headers, set and removed.
+    """
     body = ERROR_BODIES[status].encode()
     response = HttpResponse(body, status=status, content_type="text/plain; charset=utf-8")
     response["Content-Length"] = len(body)
+    if header_edit:
+        for name in header_edit.remove:
+            del response[name]
+        for name, value in header_edit.set:
+            response[name] = value
     return response
 
 

@@ -1,6 +1,8 @@
 """Immutable, database-free snapshots of the routing table that requests read."""
 
 import functools
+import ipaddress
+import re
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
@@ -41,6 +43,66 @@ class Pool:
 
 
 @dataclass(frozen=True)
+class HeaderEdit:
+    """Headers a rule sets (replacing any of the name) and removes, names matched lower-cased."""
+
+    set: tuple[tuple[str, str], ...] = ()
+    remove: frozenset[str] = frozenset()
+    # Every lower-cased name whose existing values go: the removed and the set.
+    dropped: frozenset[str] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self):
+        dropped = self.remove | {name.lower() for name, _value in self.set}
+        object.__setattr__(self, "dropped", frozenset(dropped))
+
+    def __bool__(self):
+        return bool(self.set or self.remove)
+
+
+@dataclass(frozen=True)
+class QueryEdit:
+    """Query parameters a rule sets (already encoded as `key=value`) and removes (decoded keys)."""
+
+    set: tuple[str, ...] = ()
+    remove: frozenset[str] = frozenset()  # the removed keys and the set ones
+
+    def __bool__(self):
+        return bool(self.set or self.remove)
+
+
+@dataclass(frozen=True)
+class RewriteStep:
+    pattern: re.Pattern
+    replacement: str
+
+
+@dataclass(frozen=True)
+class Firewall:
+    """Who and what a rule refuses: networks, and denied prefixes as decoded segments."""
+
+    allow: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+    deny: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+    deny_paths: tuple[tuple[str, ...], ...] = ()
+
+    def __bool__(self):
+        return bool(self.allow or self.deny or self.deny_paths)
+
+
+@dataclass(frozen=True)
+class Actions:
+    """What a rule does to a request besides choosing its pool (see actions.py)."""
+
+    firewall: Firewall = Firewall()
+    request_headers: HeaderEdit = HeaderEdit()
+    query: QueryEdit = QueryEdit()
+    rewrite: tuple[RewriteStep, ...] = ()
+    response_headers: HeaderEdit = HeaderEdit()
+
+
+NO_ACTIONS = Actions()
+
+
+@dataclass(frozen=True)
 class Route:
     """One enabled rule, ready to match: a host pattern ('' = any) and a prefix."""
 
@@ -51,6 +113,7 @@ class Route:
     prefix: tuple[str, ...] = ()
     strip_prefix: bool = False
     preserve_host: bool = False
+    actions: Actions = NO_ACTIONS
 
     @functools.cached_property
     def label(self):

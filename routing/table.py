@@ -17,6 +17,7 @@ from django.conf import settings
 from django.db import close_old_connections, connection
 
 from . import balancer, snapshot
+from .actions import resolve_actions
 from .models import Backend, HostRule, PathRule, Pool, RoutingVersion
 from .prefixes import prefix_segments
 
@@ -71,6 +72,7 @@ def build_route_table():
             pool=pools[rule.pool_id],
             host=rule.host.lower(),
             preserve_host=rule.preserve_host,
+            actions=resolve_actions(rule),
         )
         for rule in HostRule.objects.filter(enabled=True).order_by("id")
     ]
@@ -83,6 +85,7 @@ def build_route_table():
             prefix=tuple(prefix_segments(rule.prefix)),
             strip_prefix=rule.strip_prefix,
             preserve_host=rule.preserve_host,
+            actions=resolve_actions(rule),
         )
         for rule in PathRule.objects.filter(enabled=True).order_by("id")
     ]

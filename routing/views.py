@@ -2,6 +2,7 @@
 
 import logging
 
+from .actions import enforce_firewall
 from .attempts import send_to_pool
 from .errors import NoRoute, ProxyError
 from .inbound import ClientRequest
@@ -19,30 +20,39 @@ def proxy_view(request):
 
 
 def proxy(request):
-    """Serve a ClientRequest from the backend its rules pick, or with an error answer."""
+    """Serve a ClientRequest from the backend its rules pick, or with an error answer.
+
+    An error answer for a request that a rule matched carries the rule's
+    response headers, as its backend's answers do.
+    """
     exchange = Exchange.begin(request)
     try:
         response = serve(request, exchange)
     except ProxyError as error:
         if error.cause:
             exchange.cause = error.cause
-        response = error_response(error.status)
+        response = error_response(error.status, exchange.actions.response_headers)
     except Exception as error:
         # Whatever else went wrong is no client's doing: answer as a gateway,
         # and keep the traceback for the operator.
         logger.exception("Proxying %s %s failed", request.method, request.target)
         exchange.cause = f"{type(error).__name__}: {error}"
-        response = error_response(502)
+        response = error_response(502, exchange.actions.response_headers)
     return exchange.attach(response)
 
 
 def serve(request, exchange):
-    """Check the request's limits, resolve its rule and forward it; raise ProxyError to fail."""
+    """Check the request, resolve its rule, apply its firewall and forward it.
+
+    Raises ProxyError to fail.
+    """
     request.check()
     match = resolve(get_route_table(), request.host, request.path)
     if match is None:
         raise NoRoute()
-    exchange.rule, exchange.pool = match.route.label, match.route.pool.name
+    route = match.route
+    exchange.rule, exchange.pool, exchange.actions = route.label, route.pool.name, route.actions
+    enforce_firewall(route.actions.firewall, request.client, request.path)
     upstream, header_list = send_to_pool(request, match, exchange)
     if upstream.status == 101:  # a WebSocket handshake the backend accepted
         return tunnel_response(upstream, header_list, request.environ["gunicorn.socket"])

@@ -85,7 +85,7 @@ def test_access_log_in_json_says_why_a_request_failed(
     client.get("/", headers={"Host": "www.kiwi.com"})
     client.get("/", headers={"Host": "nothing.example"})
     failed, missing = (json.loads(record.getMessage()) for record in access_lines(caplog))
-    assert failed["status"] == 502 and "refused" in failed["cause"].lower()
+    assert failed["status"] == 503 and "refused" in failed["cause"].lower()
     assert failed["backend"] == closed_port_url
     assert (missing["status"], missing["rule"], missing["backend"]) == (404, "-", "-")
 

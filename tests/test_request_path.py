@@ -156,8 +156,15 @@ class TestTheTransportTakesPlainValues:
         sock.close()
 
 
-def test_every_attempt_failing_gives_504_only_when_each_timed_out():
+def test_every_attempt_failing_gives_503_if_none_was_sent_else_504_only_when_each_timed_out():
     timed_out = errors.UpstreamTimedOut("slow")
     refused = errors.NotSent("refused")
+    connect_timed_out = errors.ConnectTimedOut("no connection")
+    reset = errors.UpstreamError("reset")
+    assert errors.UpstreamFailed([refused, refused]).status == 503
+    assert errors.UpstreamFailed([refused, connect_timed_out]).status == 503
+    assert errors.UpstreamFailed([connect_timed_out]).status == 503
     assert errors.UpstreamFailed([timed_out, timed_out]).status == 504
+    assert errors.UpstreamFailed([connect_timed_out, timed_out]).status == 504
     assert errors.UpstreamFailed([refused, timed_out]).status == 502
+    assert errors.UpstreamFailed([refused, reset]).status == 502

@@ -9,6 +9,8 @@ from django.test import Client
 
 from routing.models import Backend, HostRule, Pool
 
+from .conftest import reset
+
 pytestmark = pytest.mark.django_db
 
 
@@ -192,8 +194,16 @@ class TestErrors:
         other = client.get("/", headers={"Host": "www.other.com"})
         assert other.content == b"This is the apple application."
 
-    def test_refused_connection_returns_502(self, client, make_route, closed_port_url):
+    def test_refused_connection_returns_503(self, client, make_route, closed_port_url):
         make_route([closed_port_url], host="www.kiwi.com")
+        result = client.get("/", headers={"Host": "www.kiwi.com"})
+        self.assert_error(result, 503, b"No backend servers available.")
+
+    def test_reset_after_the_request_was_sent_returns_502(
+        self, client, make_route, raw_backend, closed_port_url
+    ):
+        resetting = raw_backend(lambda conn, _read: reset(conn))
+        make_route([closed_port_url, resetting], host="www.kiwi.com")
         result = client.get("/", headers={"Host": "www.kiwi.com"})
         self.assert_error(result, 502, b"Bad Gateway")
 

@@ -280,7 +280,7 @@ def test_200_tunnels_at_once(balancer):
     assert open_tunnels(balancer) == 0
 
 
-@pytest.mark.parametrize(("host", "status"), [("dead.test", 502), ("empty.test", 503)])
+@pytest.mark.parametrize(("host", "status"), [("dead.test", 503), ("empty.test", 503)])
 def test_a_pool_that_cannot_be_reached_gets_its_error_before_any_101(balancer, host, status):
     with pytest.raises(InvalidStatus) as refused:
         ws_connect(balancer, host)
