@@ -254,21 +254,30 @@ def query_edit(value):
 
 def enforce_firewall(firewall, client, raw_path):
     """Raise Forbidden if a rule's firewall refuses this client address or raw path."""
-    if not firewall:
-        return
-    if firewall.allow or firewall.deny:
+    cause = firewall_refusal(firewall, client, raw_path) if firewall else None
+    if cause:
+        raise Forbidden(cause)
+
+
+def firewall_refusal(firewall, client, raw_path):
+    """Return why a firewall refuses a client address and raw path, or None if it lets them by.
+
+    client None (the route explainer, when it is given none) judges the path alone.
+    """
+    if client is not None and (firewall.allow or firewall.deny):
         address = client_address(client)
         if address is not None and any(address in network for network in firewall.deny):
-            raise Forbidden(f"firewall: client {client} denied")
+            return f"firewall: client {client} denied"
         if firewall.allow and (
             address is None or not any(address in network for network in firewall.allow)
         ):
-            raise Forbidden(f"firewall: client {client} not allowed")
+            return f"firewall: client {client} not allowed"
     if firewall.deny_paths:
         decoded = tuple(segment for _raw, segment in path_segments(raw_path))
         for prefix in firewall.deny_paths:
             if decoded[: len(prefix)] == prefix:
-                raise Forbidden(f"firewall: path /{'/'.join(prefix)} denied")
+                return f"firewall: path /{'/'.join(prefix)} denied"
+    return None
 
 
 def client_address(text):
@@ -278,6 +287,17 @@ def client_address(text):
     except ValueError:
         return None
     return getattr(address, "ipv4_mapped", None) or address
+
+
+def upstream_target(rule_actions, path, query, has_query):
+    """Return the target a backend is asked for: the path after the rule's rewrite, and the
+    query (present when has_query) after its query action."""
+    if rule_actions.rewrite:
+        path = rewrite_path(rule_actions.rewrite, path)
+    if rule_actions.query:
+        query = edit_query(rule_actions.query, query)
+        has_query = bool(query)
+    return path + ("?" + query if has_query else "")
 
 
 def rewrite_path(steps, path):

@@ -6,7 +6,8 @@ from django.db.models import Exists, OuterRef
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 
-from .models import Backend, HostRule, PathRule, Pool
+from .forms import RuleForm
+from .models import ACTION_FIELDS, Backend, HostRule, PathRule, Pool
 
 admin.site.site_header = "Load balancer administration"
 admin.site.site_title = "Load balancer"
@@ -136,11 +137,13 @@ class BackendAdmin(admin.ModelAdmin):
 
 
 class RuleAdmin(admin.ModelAdmin):
-    """What host and path rule lists share: the target pool and whether the rule is live."""
+    """What host and path rules share: the target pool, whether the rule is live, its actions."""
 
+    form = RuleForm
     list_filter = ("enabled", "pool")
     list_select_related = ("pool",)
     actions = [enable_selected, disable_selected]
+    rule_fields = ()
 
     def get_queryset(self, request):
         usable = Backend.objects.filter(
@@ -148,25 +151,57 @@ class RuleAdmin(admin.ModelAdmin):
         )
         return super().get_queryset(request).annotate(pool_usable=Exists(usable))
 
+    def get_fieldsets(self, request, obj=None):
+        """The rule, then its actions: folded away while the rule has none."""
+        has_actions = obj is not None and any(getattr(obj, name) for name in ACTION_FIELDS)
+        return [
+            (None, {"fields": self.rule_fields}),
+            (
+                "Actions",
+                {
+                    "fields": ACTION_FIELDS,
+                    "classes": [] if has_actions else ["collapse"],
+                    "description": "Optional. In this order: the firewall may refuse "
+                    "the request (403); the path is rewritten, the query and the "
+                    "request headers changed before forwarding; the response headers "
+                    "on the way back. Leave a box empty for no change.",
+                },
+            ),
+        ]
+
     @admin.display(description="Live", boolean=True)
     def live(self, rule):
         """Enabled, and its pool has a backend that takes requests."""
         return rule.enabled and rule.pool_usable
 
+    @admin.display(description="Actions")
+    def action_list(self, rule):
+        names = [self.form.base_fields[name].label for name in ACTION_FIELDS if getattr(rule, name)]
+        return ", ".join(names) or "-"
+
 
 @admin.register(HostRule)
 class HostRuleAdmin(RuleAdmin):
-    list_display = ("host", "pool", "live", "enabled", "preserve_host")
-    fields = ("host", "pool", "enabled", "preserve_host")
+    list_display = ("host", "pool", "live", "enabled", "preserve_host", "action_list")
+    rule_fields = ("host", "pool", "enabled", "preserve_host")
     search_fields = ("host", "pool__name")
 
 
 @admin.register(PathRule)
 class PathRuleAdmin(RuleAdmin):
-    list_display = ("prefix", "scope", "pool", "live", "enabled", "strip_prefix", "preserve_host")
+    list_display = (
+        "prefix",
+        "scope",
+        "pool",
+        "live",
+        "enabled",
+        "strip_prefix",
+        "preserve_host",
+        "action_list",
+    )
     list_filter = ("enabled", "pool", "strip_prefix")
     search_fields = ("prefix", "host", "pool__name")
-    fields = ("prefix", "host", "pool", "enabled", "strip_prefix", "preserve_host")
+    rule_fields = ("prefix", "host", "pool", "enabled", "strip_prefix", "preserve_host")
 
     @admin.display(description="Host", ordering="host")
     def scope(self, rule):

@@ -15,12 +15,20 @@ class ExplainForm(forms.Form):
         help_text="As a client would ask for it, e.g. http://www.mango.com/apple/x",
         widget=forms.TextInput(attrs={"size": 70, "autofocus": True}),
     )
+    client = forms.GenericIPAddressField(
+        label="Client address",
+        required=False,
+        help_text="Optional, for the rule's firewall to judge, e.g. 10.192.0.1",
+    )
 
 
 def explain_route_view(request):
     """Show which rule serves a URL, its pool and backends, and why the others lost."""
     form = ExplainForm(request.GET or None)
-    explanation = explain(get_route_table(), form.cleaned_data["url"]) if form.is_valid() else None
+    explanation = None
+    if form.is_valid():
+        data = form.cleaned_data
+        explanation = explain(get_route_table(), data["url"], data["client"] or None)
     context = {
         **admin.site.each_context(request),
         "title": "Explain a route",

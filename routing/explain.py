@@ -3,6 +3,7 @@
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from . import actions
 from .models import HostRule, PathRule
 from .prefixes import prefix_segments
 from .resolver import normalise_host, path_segments, resolve, split_target
@@ -25,13 +26,43 @@ class Explanation:
     url: str
     host: str | None
     path: str
-    status: int  # what the client would get before any backend is asked: 200, 400, 404, 503
+    # What the client would get before any backend is asked: 200, 400, 403, 404, 503.
+    status: int
     match: object = None  # resolver.Match
     candidates: tuple = ()
+    client: str | None = None  # the client address judged, if one was given
+    upstream_target: str = ""  # path and query the backend would be asked for
+    firewall: str = ""  # the firewall's verdict; "" when the rule has none
 
     @property
     def pool(self):
         return self.match.route.pool if self.match else None
+
+    @property
+    def actions(self):
+        return self.match.route.actions if self.match else None
+
+    @property
+    def upstream_path(self):
+        return self.upstream_target.partition("?")[0]
+
+    @property
+    def upstream_query(self):
+        return self.upstream_target.partition("?")[2]
+
+    def header_changes(self, edit):
+        """Return what a header action does, a line each: `set Name: value`, `remove Name`."""
+        return [f"set {name}: {value}" for name, value in edit.set] + [
+            f"remove {name}" for name in sorted(edit.remove)
+        ]
+
+    @property
+    def request_header_changes(self):
+        return self.header_changes(self.actions.request_headers) if self.match else []
+
+    @property
+    def response_header_changes(self):
+        return self.header_changes(self.actions.response_headers) if self.match else []
 
 
 def host_rank(pattern, host):
@@ -60,17 +91,20 @@ def split_url(url):
     return parts.netloc.rpartition("@")[2], target  # credentials are no part of Host
 
 
-def explain(table, url):
-    """Explain how the balancer routes a URL, with the rules as they are in the database."""
+def explain(table, url, client=None):
+    """Explain how the balancer routes a URL, with the rules as they are in the database.
+
+    With a client address, the rule's firewall judges it too; without, the path alone.
+    """
     try:
         raw_host, target = split_url(url)
     except ValueError:
-        return Explanation(url, None, "", 400)
+        return Explanation(url, None, "", 400, client=client)
     host = normalise_host(raw_host)
     split = split_target(target)
     if host is None or split is None:
-        return Explanation(url, host, target, 400)
-    path = split[0]
+        return Explanation(url, host, target, 400, client=client)
+    path, query = split
     match = resolve(table, host, path)
     decoded = tuple(segment for _raw, segment in path_segments(path))
     candidates = tuple(
@@ -82,12 +116,23 @@ def explain(table, url):
     )
     candidates = tuple(sorted(candidates, key=lambda c: (not c.wins, not c.matches)))
     if match is None:
-        status = 404
+        return Explanation(url, host, path, 404, None, candidates, client)
+    firewall, verdict, refusal = match.route.actions.firewall, "", None
+    if firewall:
+        refusal = actions.firewall_refusal(firewall, client, path)
+        verdict = refusal or (
+            "lets it through" if client is not None else "lets the path through (no client given)"
+        )
+    if refusal:
+        status = 403
     elif not match.route.pool.usable_backends:
         status = 503
     else:
         status = 200
-    return Explanation(url, host, path, status, match, candidates)
+    upstream_target = actions.upstream_target(
+        match.route.actions, match.upstream_path, query, "?" in target
+    )
+    return Explanation(url, host, path, status, match, candidates, client, upstream_target, verdict)
 
 
 def judge(rule, host, decoded, match):

@@ -12,6 +12,7 @@ from urllib3.util import SKIP_HEADER
 
 from . import actions, headers
 from .errors import InvalidUpstreamResponse
+from .snapshot import NO_ACTIONS
 from .transport import UpstreamRequest
 
 # Headers that urllib3 or http.client would add on their own when absent;
@@ -37,13 +38,11 @@ def upstream_request(request, match, backend):
 def upstream_target(request, match):
     """Return the path and query the backend is asked for, after the rule's rewrite and query."""
     rule_actions = match.route.actions
-    path = match.upstream_path
-    if rule_actions.rewrite:
-        path = actions.rewrite_path(rule_actions.rewrite, path)
-    if rule_actions.query:
-        query = actions.edit_query(rule_actions.query, request.query)
-        return path + ("?" + query if query else "")
-    return path + ("?" + request.query if "?" in request.target else "")
+    if rule_actions is NO_ACTIONS:
+        return match.upstream_path + ("?" + request.query if "?" in request.target else "")
+    return actions.upstream_target(
+        rule_actions, match.upstream_path, request.query, "?" in request.target
+    )
 
 
 def upstream_headers(request, match):

@@ -540,6 +540,10 @@ class Backend(RoutingModel):
         self.url = normalise_backend_url(self.url)
 
 
+# A rule's actions, in the order they act on a request (see actions.py).
+ACTION_FIELDS = ("firewall", "rewrite", "query", "request_headers", "response_headers")
+
+
 class Rule(RoutingModel):
     """What host and path rules share: a target pool and how to forward."""
 

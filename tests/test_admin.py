@@ -186,3 +186,98 @@ def test_backend_health_shows_as_badges_with_the_last_check(admin_client, mango)
         assert label in page
     pools = admin_client.get("/admin/routing/pool/").content.decode()
     assert "● down" in pools and "● draining" in pools
+
+
+ACTION_FORM = {
+    "firewall_0": "",
+    "firewall_1": "10.192.0.1\n10.192.0.2",
+    "firewall_2": "/messages\n/apps",
+    "rewrite": r"^/v1(/|$) => /v2\1",
+    "query_0": "MyCustomParam=Test",
+    "query_1": "RemoveMe",
+    "request_headers_0": "MyCustomHeader: Test\nX-Env: a: b",
+    "request_headers_1": "X-Debug",
+    "response_headers_0": "X-Frame-Options: DENY",
+    "response_headers_1": "",
+}
+
+
+def test_actions_edited_in_the_rule_form_are_stored_and_live(admin_client, client, mango):
+    result = admin_client.post(
+        "/admin/routing/hostrule/add/",
+        {"host": "www.mango.com", "pool": mango.pk, "enabled": "on", **ACTION_FORM},
+    )
+    assert result.status_code == 302, result.content.decode()
+    rule = HostRule.objects.get()
+    assert rule.firewall == {
+        "deny": ["10.192.0.1", "10.192.0.2"],
+        "deny_paths": ["/messages", "/apps"],
+    }
+    assert rule.rewrite == [{"pattern": r"^/v1(/|$)", "replacement": r"/v2\1"}]
+    assert rule.query == {"set": {"MyCustomParam": "Test"}, "remove": ["RemoveMe"]}
+    assert rule.request_headers == {
+        "set": {"MyCustomHeader": "Test", "X-Env": "a: b"},
+        "remove": ["X-Debug"],
+    }
+    assert rule.response_headers == {"set": {"X-Frame-Options": "DENY"}}
+    assert client.get("/messages", headers={"Host": "www.mango.com"}).status_code == 403
+    assert client.get("/", headers={"Host": "www.mango.com"})["X-Frame-Options"] == "DENY"
+
+
+def test_a_rules_actions_show_as_lines_and_a_plain_save_keeps_them(admin_client, mango):
+    rule = HostRule.objects.create(
+        host="www.mango.com",
+        pool=mango,
+        rewrite=[{"pattern": "^/old/(.*)", "replacement": r"/new/\1"}],
+        request_headers={"set": {"X-Env": "prod"}, "remove": ["X-Debug"]},
+        firewall={"allow": ["10.0.0.0/8"]},
+    )
+    page = admin_client.get(f"/admin/routing/hostrule/{rule.pk}/change/").content.decode()
+    assert "^/old/(.*) =&gt; /new/\\1</textarea>" in page
+    assert "X-Env: prod</textarea>" in page
+    assert "10.0.0.0/8</textarea>" in page
+    form = {
+        "host": "www.mango.com",
+        "pool": mango.pk,
+        "enabled": "on",
+        "rewrite": r"^/old/(.*) => /new/\1",
+        "request_headers_0": "X-Env: prod",
+        "request_headers_1": "X-Debug",
+        "firewall_0": "10.0.0.0/8",
+    }
+    result = admin_client.post(f"/admin/routing/hostrule/{rule.pk}/change/", form)
+    assert result.status_code == 302, result.content.decode()
+    saved = HostRule.objects.get()
+    assert (saved.rewrite, saved.request_headers, saved.firewall) == (
+        rule.rewrite,
+        rule.request_headers,
+        rule.firewall,
+    )
+    assert (saved.query, saved.response_headers) == ({}, {})
+
+
+@pytest.mark.parametrize(
+    ("field", "text", "message"),
+    [
+        ("rewrite", "( => /x", "the pattern does not compile"),
+        ("rewrite", "just a path", "is not “pattern =&gt; replacement”"),
+        ("request_headers_0", "Host: evil", "Host is the balancer&#x27;s own to write"),
+        ("request_headers_0", "no colon", "is not “Name: value”"),
+        ("response_headers_1", "Content-Length", "Content-Length is the balancer&#x27;s own"),
+        ("firewall_1", "10.0.0.300", "is not an address or network"),
+        ("firewall_2", "private", "A prefix starts with"),
+        ("query_0", "=x", "is not “key=value”"),
+    ],
+)
+def test_bad_actions_are_refused_in_the_form_with_a_clear_message(
+    admin_client, mango, field, text, message
+):
+    result = admin_client.post(
+        "/admin/routing/pathrule/add/",
+        {"prefix": "/mango", "pool": mango.pk, "enabled": "on", field: text},
+    )
+    assert result.status_code == 200
+    page = result.content.decode()
+    assert message in page
+    assert 'class="errorlist' in page
+    assert not PathRule.objects.exists()

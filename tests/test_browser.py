@@ -154,6 +154,47 @@ def test_operator_adds_a_route_in_the_admin_and_traffic_follows(page, balancer, 
         time.sleep(0.1)
 
 
+def test_operator_gives_a_rule_actions_in_the_admin_and_traffic_follows(
+    page, balancer, kiwi_backend
+):
+    log_in(page, balancer)
+    admin = balancer.admin_url
+    page.goto(admin + "/admin/routing/pool/add/")
+    page.fill("#id_name", "kiwi")
+    page.fill("#id_backends-0-url", kiwi_backend)
+    page.click("input[name=_save]")
+
+    page.goto(admin + "/admin/routing/hostrule/add/")
+    page.fill("#id_host", "www.kiwi.com")
+    page.select_option("#id_pool", label="kiwi")
+    page.get_by_text("Actions", exact=True).click()  # folded while the rule has none
+    page.fill("#id_firewall_2", "/private")
+    page.fill("#id_rewrite", "^/old/(.*) => /new/\\1\n(broken => /x")
+    page.fill("#id_response_headers_0", "X-Frame-Options: DENY")
+    page.click("input[name=_save]")
+    expect(page.locator(".errorlist")).to_contain_text("Rewrite step 2: the pattern does not")
+    page.screenshot(path=SCREENSHOTS / "rule-actions-error.png", full_page=True)
+
+    page.fill("#id_rewrite", "^/old/(.*) => /new/\\1")
+    page.click("input[name=_save]")
+    expect(page.locator(".messagelist")).to_contain_text("was added successfully")
+    expect(page.locator("#result_list")).to_contain_text("Firewall, Rewrite path")
+    page.click("#result_list a:text('www.kiwi.com')")
+    expect(page.locator("#id_rewrite")).to_have_value("^/old/(.*) => /new/\\1")
+    page.screenshot(path=SCREENSHOTS / "rule-actions.png", full_page=True)
+
+    deadline = time.monotonic() + BOUND
+    while True:
+        answer = requests.get(
+            balancer.url + "/private", headers={"Host": "www.kiwi.com"}, timeout=5
+        )
+        if answer.status_code == 403:
+            break
+        assert time.monotonic() < deadline, f"still {answer.status_code} {answer.text!r}"
+        time.sleep(0.1)
+    assert (answer.text, answer.headers["X-Frame-Options"]) == ("Forbidden", "DENY")
+
+
 # A backend's page that a logged-in operator opens through the traffic listener.
 # Its script tries to add a superuser: on its own origin (where the admin would
 # be if both shared a listener), and on the admin's origin with the CSRF

@@ -84,3 +84,47 @@ def test_urls_that_are_no_urls_get_400_and_credentials_are_ignored(rules, capsys
     assert "400 Bad Request" in explain_command("http://[::1/x", capsys)
     out = explain_command("http://user:pw@shop.example/apple/x", capsys)
     assert "Rule      path rule */apple → apple" in out
+
+
+@pytest.fixture
+def tutorial_rule(rules):
+    HostRule.objects.filter(host="www.mango.com").update(
+        request_headers={"set": {"MyCustomHeader": "Test"}, "remove": ["X-Debug"]},
+        query={"set": {"MyCustomParam": "Test"}, "remove": ["RemoveMe"]},
+        rewrite=[{"pattern": "^/v1", "replacement": "/v2"}],
+        response_headers={"set": {"X-Frame-Options": "DENY"}},
+        firewall={"deny": ["10.192.0.1"], "deny_paths": ["/messages"]},
+    )
+
+
+def test_command_shows_what_the_rules_actions_would_do(tutorial_rule, capsys):
+    out = explain_command("http://www.mango.com/v1/x?RemoveMe=Remove&keep=1", capsys)
+    assert "Backend receives  /v2/x?keep=1&MyCustomParam=Test" in out
+    assert "request header  set MyCustomHeader: Test" in out
+    assert "request header  remove x-debug" in out
+    assert "response header set X-Frame-Options: DENY" in out
+    assert "Firewall  lets the path through (no client given)" in out
+
+
+def test_command_gives_the_firewalls_verdict_for_a_client(tutorial_rule, capsys):
+    call_command("explain_route", "http://www.mango.com/", "--client", "10.192.0.1")
+    out = capsys.readouterr().out
+    assert "Firewall  firewall: client 10.192.0.1 denied" in out
+    assert "Answer    403 Forbidden" in out
+    call_command("explain_route", "http://www.mango.com/%6Dessages/1", "--client", "10.0.0.1")
+    assert "firewall: path /messages denied" in capsys.readouterr().out
+    call_command("explain_route", "http://www.mango.com/", "--client", "10.0.0.1")
+    assert "Firewall  lets it through" in capsys.readouterr().out
+
+
+def test_admin_explainer_shows_the_actions_and_the_firewall(tutorial_rule, admin_client):
+    page = admin_client.get(
+        "/admin/routing/explain/",
+        {"url": "http://www.mango.com/v1?RemoveMe=1", "client": "10.192.0.1"},
+    )
+    html = page.content.decode()
+    assert '<code id="upstream-path">/v2</code>' in html
+    assert '<code id="upstream-query">MyCustomParam=Test</code>' in html
+    assert "<code>set MyCustomHeader: Test</code>" in html
+    assert "firewall: client 10.192.0.1 denied" in html
+    assert "<strong>403 Forbidden</strong>" in html

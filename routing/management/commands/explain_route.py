@@ -7,15 +7,21 @@ from routing.table import build_route_table
 class Command(BaseCommand):
     help = (
         "Explain how a URL is routed: the rule that serves it, its pool and "
-        "backends, the path the backend receives, and why every other rule lost. "
+        "backends, the path, query and headers the backend receives after the "
+        "rule's actions, the firewall's verdict, and why every other rule lost. "
         "Uses the same resolver as the balancer."
     )
 
     def add_arguments(self, parser):
         parser.add_argument("url", help="e.g. http://www.mango.com/apple/x")
+        parser.add_argument(
+            "--client",
+            metavar="ADDRESS",
+            help="the client's address, for the rule's firewall to judge, e.g. 10.192.0.1",
+        )
 
-    def handle(self, url, **options):
-        explanation = explain(build_route_table(), url)
+    def handle(self, url, client=None, **options):
+        explanation = explain(build_route_table(), url, client)
         write = self.stdout.write
         write(f"URL       {url}")
         if explanation.status == 400:
@@ -28,10 +34,18 @@ class Command(BaseCommand):
             match, pool = explanation.match, explanation.pool
             write(f"Rule      {match.route}")
             write(f"Pool      {pool.name} ({pool.algorithm})")
-            write(f"Backend receives  {match.upstream_path}")
+            write(f"Backend receives  {explanation.upstream_target}")
+            for change in explanation.request_header_changes:
+                write(f"  request header  {change}")
+            for change in explanation.response_header_changes:
+                write(f"  response header {change}")
+            if explanation.firewall:
+                write(f"Firewall  {explanation.firewall}")
             for backend in pool.backends:
                 write(f"  backend {backend.url}  weight {backend.weight}  {state(backend)}")
-            if explanation.status == 503:
+            if explanation.status == 403:
+                write("Answer    403 Forbidden")
+            elif explanation.status == 503:
                 write("Answer    503 No backend servers available.")
         write("Rules:")
         for candidate in explanation.candidates:
