@@ -65,6 +65,8 @@ def tutorial_ports():
             for port, sock in [*closed.items(), *((p, s) for p, (s, _) in servers.items())]
         }
     finally:
+        for _sock, process in servers.values():
+            process.terminate()  # all at once: each takes its graceful timeout to go
         for sock, process in servers.values():
             stop(process)
             sock.close()
