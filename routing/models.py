@@ -3,6 +3,7 @@
 import contextlib
 import os
 import re
+import threading
 from urllib.parse import urlsplit
 
 from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
@@ -31,6 +32,9 @@ ALGORITHM_CHOICES = [
 
 # Sent after every change to the routing rules, once the version is bumped.
 routing_changed = Signal()
+
+# The bumps a thread has held back inside RoutingVersion.one_bump().
+_held_bumps = threading.local()
 
 HOST_LABEL_RE = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)")
 MAX_HOST_LENGTH = 253
@@ -290,8 +294,36 @@ class RoutingVersion(models.Model):
     @classmethod
     def bump(cls):
         """Increase the version, creating its row on first use."""
+        if getattr(_held_bumps, "depth", 0):
+            _held_bumps.wanted = True
+            return
         cls._increase("version")
         routing_changed.send(sender=cls)
+
+    @classmethod
+    @contextlib.contextmanager
+    def one_bump(cls):
+        """Make the writes inside one change: their bumps become one, made at the end.
+
+        For a batch of writes in one transaction (a routes file's import):
+        workers then rebuild their table once, from the whole batch. Nothing
+        is bumped when nothing was written, or when the block raises (its
+        transaction is rolled back anyway).
+        """
+        if getattr(_held_bumps, "depth", 0):  # nested: the outermost block bumps
+            _held_bumps.depth += 1
+            try:
+                yield
+            finally:
+                _held_bumps.depth -= 1
+            return
+        _held_bumps.depth, _held_bumps.wanted = 1, False
+        try:
+            yield
+        finally:
+            _held_bumps.depth = 0
+        if _held_bumps.wanted:
+            cls.bump()
 
     @classmethod
     def bump_health(cls):

@@ -1,8 +1,10 @@
 """WSGI backends written for the tests, served by gunicorn as `tests.backends:NAME`."""
 
 import hashlib
+import json
 import os
 import time
+from urllib.parse import parse_qs
 
 BLOCK = hashlib.sha256(b"download").digest() * 2048  # 64 KiB of fixed bytes
 
@@ -53,3 +55,37 @@ def slow(environ, start_response):
     time.sleep(float(environ.get("QUERY_STRING") or 1.5))
     start_response("200 OK", [("Content-Length", "4")])
     return [b"slow"]
+
+
+def tutorial(environ, start_response):
+    """Answer as the tutorial's Flask backend did: / in JSON, /v1, /v2 and /healthcheck.
+
+    / tells what arrived: the app's message (APP names it), Flask's
+    request.base_url, the MyCustomHeader header, the Host header, the
+    MyCustomParam parameter and the raw query string.
+    """
+    path = environ["PATH_INFO"]
+    content_type = "text/plain"
+    if path == "/":
+        host = environ.get("HTTP_HOST", "")
+        query = environ.get("QUERY_STRING", "")
+        body = json.dumps(
+            {
+                "message": f"This is the {os.environ.get('APP', 'tutorial')} application.",
+                "server": f"{environ['wsgi.url_scheme']}://{host}{environ['SCRIPT_NAME']}{path}",
+                "custom_header": environ.get("HTTP_MYCUSTOMHEADER"),
+                "host_header": host,
+                "custom_params": parse_qs(query).get("MyCustomParam", [None])[0],
+                "query_strings": query,
+            }
+        )
+        content_type, status = "application/json", "200 OK"
+    elif path in ("/v1", "/v2"):
+        body, status = f"This is {path[1:].upper()}", "200 OK"
+    elif path == "/healthcheck":
+        body, status = "OK", "200 OK"
+    else:
+        body, status = "Not Found", "404 Not Found"
+    data = body.encode()
+    start_response(status, [("Content-Type", content_type), ("Content-Length", str(len(data)))])
+    return [data]

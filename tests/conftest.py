@@ -123,6 +123,19 @@ def manage(env, *args):
     )
 
 
+def manage_output(env, *args, input=None):
+    """Run a management command in a subprocess, as a user would; return what it printed."""
+    return subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=PROJECT_ROOT,
+        env=env,
+        input=input,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+
+
 def pool_rows(name, backend_urls, **fields):
     """Fixture rows for a pool and its backends, for `manage.py loaddata`."""
     return [{"model": "routing.pool", "fields": {"name": name, **fields}}] + [
