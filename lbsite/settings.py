@@ -90,6 +90,13 @@ if ACCESS_LOG_FORMAT not in ("kv", "json"):
 # `flush=`); 0 writes each line as its request ends.
 ACCESS_LOG_FLUSH = float(os.environ.get("ACCESS_LOG_FLUSH", "1"))
 
+# Where rate limits are counted, shared by every worker and instance, e.g.
+# redis://127.0.0.1:6379/0. Empty: each worker counts on its own.
+REDIS_URL = os.environ.get("REDIS_URL", "")
+# Seconds a request waits for Redis (connecting, then answering) before it
+# passes uncounted.
+REDIS_TIMEOUT = float(os.environ.get("REDIS_TIMEOUT", "0.25"))
+
 # gunicorn's graceful timeout (gunicorn.conf.py reads the same variable); a
 # system check warns about pools whose retries could outlast it.
 GRACEFUL_TIMEOUT = int(os.environ.get("GRACEFUL_TIMEOUT", "30"))

@@ -12,7 +12,8 @@ response headers of whatever the client is answered.
 
 import ipaddress
 import re
-from urllib.parse import quote, unquote_plus
+from types import MappingProxyType
+from urllib.parse import quote, unquote_plus, urlsplit
 
 from django.core.exceptions import ValidationError
 
@@ -43,6 +44,18 @@ HEADER_ACTION_KEYS = ("set", "remove")
 QUERY_ACTION_KEYS = ("set", "remove")
 REWRITE_STEP_KEYS = ("pattern", "replacement")
 FIREWALL_KEYS = ("allow", "deny", "deny_paths")
+RATE_LIMIT_KEYS = ("requests", "per", "burst", "by")
+RATE_LIMIT_BY = ("client", "rule")
+REDIRECT_KEYS = ("to", "status", "keep_path")
+REDIRECT_STATUSES = (301, 302, 303, 307, 308)
+RESPOND_KEYS = ("status", "body", "content_type")
+
+# What a redirect or a fixed answer is, when its value leaves it out.
+DEFAULT_REDIRECT_STATUS = 302
+DEFAULT_RESPOND_STATUS = 200
+DEFAULT_RESPOND_CONTENT_TYPE = "text/plain; charset=utf-8"
+# A fixed answer's body is a page, not a download.
+MAX_RESPOND_BODY = 65536
 
 
 def refuse(message, code):
@@ -202,6 +215,95 @@ def validate_firewall(value):
             refuse(f"Firewall deny_paths: {prefix!r}: {error.messages[0]}", error.code)
 
 
+def is_number(value, integer=False):
+    kinds = int if integer else int | float
+    return isinstance(value, kinds) and not isinstance(value, bool)
+
+
+def validate_rate_limit(value):
+    """Refuse a rate limit that is not {"requests": N, "per": SECONDS, "burst": B, "by": ...}."""
+    example = '{"requests": 10, "per": 1, "burst": 20, "by": "client"}'
+    check_keys(value, RATE_LIMIT_KEYS, "Rate limit", example)
+    if not value:
+        return
+    requests = value.get("requests")
+    if not is_number(requests, integer=True) or requests < 1:
+        refuse(f"Rate limit: requests is a whole number above 0, e.g. {example}.", "rate_requests")
+    per = value.get("per", 1)
+    if not is_number(per) or not 0 < per <= 86400:
+        refuse("Rate limit: per is a number of seconds above 0, at most a day.", "rate_per")
+    burst = value.get("burst", 0)
+    if not is_number(burst, integer=True) or burst < 0:
+        refuse("Rate limit: burst is a whole number of requests, 0 or more.", "rate_burst")
+    if value.get("by", "client") not in RATE_LIMIT_BY:
+        refuse(
+            "Rate limit: by is client (each client address apart) or rule (the whole rule).",
+            "rate_by",
+        )
+
+
+def validate_redirect(value):
+    """Refuse a redirect that is not {"to": URL, "status": 301..308, "keep_path": bool}."""
+    example = '{"to": "https://www.example.com", "status": 301, "keep_path": true}'
+    check_keys(value, REDIRECT_KEYS, "Redirect", example)
+    if not value:
+        return
+    to = value.get("to")
+    if not isinstance(to, str) or not HEADER_VALUE_RE.fullmatch(to):
+        refuse(f"Redirect: to is a URL without control characters, e.g. {example}.", "redirect_to")
+    try:
+        parts = urlsplit(to)
+        valid = parts.scheme in ("http", "https") and bool(parts.hostname) and " " not in to
+    except ValueError:
+        valid = False
+    if not valid:
+        refuse(
+            f"Redirect: {to!r} is not an http:// or https:// URL with a host, "
+            "e.g. https://www.example.com.",
+            "redirect_to",
+        )
+    keep_path = value.get("keep_path", False)
+    if not isinstance(keep_path, bool):
+        refuse("Redirect: keep_path is true or false.", "redirect_keep_path")
+    if keep_path and (parts.query or parts.fragment or "?" in to or "#" in to):
+        refuse(
+            "Redirect: with keep_path, the request's path and query are appended to "
+            "to, which therefore has no query or fragment of its own.",
+            "redirect_to_query",
+        )
+    if value.get("status", DEFAULT_REDIRECT_STATUS) not in REDIRECT_STATUSES:
+        refuse(
+            f"Redirect: status is one of {', '.join(map(str, REDIRECT_STATUSES))}.",
+            "redirect_status",
+        )
+
+
+def validate_respond(value):
+    """Refuse a fixed answer that is not {"status": N, "body": TEXT, "content_type": TYPE}."""
+    example = '{"status": 503, "body": "Down for maintenance.", "content_type": "text/plain"}'
+    check_keys(value, RESPOND_KEYS, "Respond", example)
+    if not value:
+        return
+    status = value.get("status", DEFAULT_RESPOND_STATUS)
+    if not is_number(status, integer=True) or not 200 <= status <= 599:
+        refuse("Respond: status is a number from 200 to 599.", "respond_status")
+    body = value.get("body", "")
+    if not isinstance(body, str) or len(body) > MAX_RESPOND_BODY:
+        refuse(f"Respond: body is text of at most {MAX_RESPOND_BODY} characters.", "respond_body")
+    if body and status in (204, 304):
+        refuse(f"Respond: a {status} answer has no body.", "respond_body")
+    content_type = value.get("content_type", DEFAULT_RESPOND_CONTENT_TYPE)
+    if (
+        not isinstance(content_type, str)
+        or not content_type
+        or not HEADER_VALUE_RE.fullmatch(content_type)
+    ):
+        refuse(
+            "Respond: content_type is a media type on one line, e.g. text/html; charset=utf-8.",
+            "respond_content_type",
+        )
+
+
 # Characters a query key or value the rule sets keeps unencoded: those of
 # RFC 3986's query, bar the separators "&", "=" and "+" (a space to forms).
 QUERY_SAFE_CHARACTERS = "!$'()*,;:@/?-._~"
@@ -210,13 +312,35 @@ QUERY_SAFE_CHARACTERS = "!$'()*,;:@/?-._~"
 PATH_SAFE_CHARACTERS = "/!$&'()*+,;=:@-._~%"
 
 
-def resolve_actions(rule):
-    """Return a rule row's actions in the snapshot's form, ready for requests."""
+def resolve_actions(rule, access_lists=None):
+    """Return a rule row's actions in the snapshot's form, ready for requests.
+
+    access_lists: the table's access lists by id (snapshot.AccessList); read
+    from the rule's own row when not given.
+    """
     if not (
-        rule.firewall or rule.request_headers or rule.query or rule.rewrite or rule.response_headers
+        rule.firewall
+        or rule.request_headers
+        or rule.query
+        or rule.rewrite
+        or rule.response_headers
+        or rule.rate_limit
+        or rule.access_list_id
+        or rule.redirect
+        or rule.respond
     ):
         return snapshot.NO_ACTIONS
+    if rule.access_list_id is None:
+        access_list = None
+    elif access_lists is not None:
+        access_list = access_lists[rule.access_list_id]
+    else:
+        access_list = resolve_access_list(rule.access_list)
     return snapshot.Actions(
+        rate_limit=rate_limit_of(rule.rate_limit),
+        access_list=access_list,
+        redirect=redirect_of(rule.redirect),
+        respond=respond_of(rule.respond),
         firewall=snapshot.Firewall(
             allow=tuple(parse_network(text) for text in rule.firewall.get("allow", [])),
             deny=tuple(parse_network(text) for text in rule.firewall.get("deny", [])),
@@ -231,6 +355,43 @@ def resolve_actions(rule):
             for step in rule.rewrite
         ),
         response_headers=header_edit(rule.response_headers),
+    )
+
+
+def rate_limit_of(value):
+    if not value:
+        return None
+    return snapshot.RateLimit(
+        interval=value.get("per", 1) / value["requests"],
+        burst=value.get("burst", 0),
+        by_client=value.get("by", "client") == "client",
+    )
+
+
+def resolve_access_list(row, users=None):
+    """Return an AccessList row as a snapshot; users: its (username, hash) pairs, if read."""
+    if users is None:
+        users = row.users.values_list("username", "password")
+    return snapshot.AccessList(name=row.name, users=MappingProxyType(dict(users)))
+
+
+def redirect_of(value):
+    if not value:
+        return None
+    return snapshot.Redirect(
+        to=value["to"],
+        status=value.get("status", DEFAULT_REDIRECT_STATUS),
+        keep_path=value.get("keep_path", False),
+    )
+
+
+def respond_of(value):
+    if not value:
+        return None
+    return snapshot.Respond(
+        status=value.get("status", DEFAULT_RESPOND_STATUS),
+        body=value.get("body", "").encode(),
+        content_type=value.get("content_type", DEFAULT_RESPOND_CONTENT_TYPE),
     )
 
 

@@ -14,7 +14,12 @@ def check_routing_table(app_configs=None, databases=None, **kwargs):
     if not databases:  # the table lives in the database: only when asked to look there
         return []
     try:
-        return [*empty_pool_warnings(), *shadowed_rule_warnings(), *slow_pool_warnings()]
+        return [
+            *empty_pool_warnings(),
+            *shadowed_rule_warnings(),
+            *slow_pool_warnings(),
+            *per_worker_rate_limit_warnings(),
+        ]
     except DatabaseError:  # not migrated yet
         return []
 
@@ -41,7 +46,7 @@ def empty_pool_warnings():
             id="routing.W001",
         )
         for rule in enabled_rules()
-        if rule.pool_id not in usable
+        if rule.pool_id is not None and rule.pool_id not in usable
     ]
 
 
@@ -79,4 +84,22 @@ def slow_pool_warnings():
         )
         for pool in Pool.objects.all()
         if pool.max_attempts * pool.read_timeout > settings.GRACEFUL_TIMEOUT
+    ]
+
+
+def per_worker_rate_limit_warnings():
+    """Warn that rate limits count per worker when there is no Redis to share the count."""
+    if settings.REDIS_URL:
+        return []
+    return [
+        checks.Warning(
+            f"Rule {rule} has a rate limit, and REDIS_URL is not set: each gunicorn "
+            "worker (and each instance) counts on its own, so clients get up to "
+            "that many times the limit.",
+            hint="Set REDIS_URL (e.g. redis://127.0.0.1:6379/0) to count in Redis.",
+            obj=rule,
+            id="routing.W004",
+        )
+        for rule in enabled_rules()
+        if rule.rate_limit
     ]

@@ -5,7 +5,7 @@ answers by one attribute and the retry logic reads the class, never a
 library's exception arguments. Three families, by whose doing it is:
 
 - ClientError: the client's request cannot be served as sent (4xx, 501),
-  or its rule refuses it (403).
+  or its rule refuses it (401, 403, 429).
 - RoutingError: nothing in the route table can serve it (404, 503).
 - UpstreamError: a backend failed (502, 503, 504). NotSent is the one
   retries care about: nothing of the request reached the backend, so it may
@@ -14,13 +14,19 @@ library's exception arguments. Three families, by whose doing it is:
 
 
 class ProxyError(Exception):
-    """A proxied request that ends in the balancer's own error answer."""
+    """A proxied request that ends in the balancer's own error answer.
+
+    headers: what the answer carries besides the rule's response headers.
+    refusal: for a rule's refusal (401, 403, 429), the action that refused.
+    """
 
     status = 502
+    refusal = None
 
-    def __init__(self, cause=""):
+    def __init__(self, cause="", headers=()):
         super().__init__(cause)
         self.cause = cause
+        self.headers = tuple(headers)
 
 
 class ClientError(ProxyError):
@@ -63,6 +69,21 @@ class Forbidden(ClientError):
     """A rule's firewall refuses the client's address or the request's path."""
 
     status = 403
+    refusal = "firewall"
+
+
+class Unauthorized(ClientError):
+    """A rule's access list wants credentials the client did not give."""
+
+    status = 401
+    refusal = "access_list"
+
+
+class TooManyRequests(ClientError):
+    """A rule's rate limit is spent for now."""
+
+    status = 429
+    refusal = "rate_limit"
 
 
 class ClientBodyError(ClientError):

@@ -52,6 +52,8 @@ def upstream_headers(request, match):
     dropped |= headers.connection_tokens(environ.get("HTTP_CONNECTION", ""))
     if not request.peer_trusted:
         dropped |= headers.ORIGINAL_REQUEST_HEADERS
+    if match.route.actions.access_list:  # the credentials were the balancer's to check
+        dropped |= {"authorization"}
     # A plain dict: client_headers() spells every name one way ("Accept-Encoding").
     sent = {
         name: value

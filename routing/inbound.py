@@ -91,6 +91,11 @@ class ClientRequest:
     def has_body(self):
         return self.body_length != 0
 
+    @property
+    def authorization(self):
+        """The client's Authorization header ('' when it sent none)."""
+        return self.environ.get("HTTP_AUTHORIZATION", "")
+
     def check(self):
         """Raise the ClientError that stops this request before any rule is looked at."""
         if self.path is None:

@@ -6,6 +6,7 @@ import re
 import threading
 from urllib.parse import urlsplit
 
+from django.contrib.auth import hashers
 from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
 from django.core.validators import MinValueValidator
 from django.db import IntegrityError, models, transaction
@@ -16,7 +17,10 @@ from django.dispatch import Signal
 from .actions import (
     validate_firewall,
     validate_query,
+    validate_rate_limit,
+    validate_redirect,
     validate_request_headers,
+    validate_respond,
     validate_response_headers,
     validate_rewrite,
 )
@@ -97,6 +101,14 @@ def validate_backend_url(value):
         )
 
 
+def validate_basic_username(value):
+    """Refuse a username that HTTP Basic cannot carry: a colon ends it, control characters."""
+    if ":" in value or not value.isprintable():
+        raise ValidationError(
+            "A username has no colon and no control characters.", code="username_invalid"
+        )
+
+
 def validate_ca_bundle(value):
     """Refuse a CA bundle path that this machine cannot read."""
     if value and not os.access(value, os.R_OK):
@@ -122,7 +134,7 @@ def check_rows(rows, duplicates=True):
     if not rows:
         return
     model = type(rows[0])
-    checks = [field_errors, reference_errors, model.tie_errors]
+    checks = [field_errors, reference_errors, model.row_errors, model.tie_errors]
     if duplicates:
         checks.append(duplicate_errors)
     for check in checks:
@@ -274,6 +286,11 @@ class PoolQuerySet(RoutingQuerySet):
         return self.get(name=name)
 
 
+class AccessListQuerySet(RoutingQuerySet):
+    def get_by_natural_key(self, name):
+        return self.get(name=name)
+
+
 class RoutingVersion(models.Model):
     """A single row whose number every change to the routing rules increases."""
 
@@ -367,11 +384,16 @@ class RoutingModel(models.Model):
     def clean(self):
         """What a form checks beyond the fields: the one spelling, and ties with other rules."""
         self.normalise()
-        for error in self.tie_errors([self]):
+        for error in [*self.row_errors([self]), *self.tie_errors([self])]:
             raise error
 
     def normalise(self):
         """Rewrite values into the one spelling they are stored in."""
+
+    @classmethod
+    def row_errors(cls, rows):
+        """Yield an error for each row whose fields do not fit together."""
+        return ()
 
     @classmethod
     def tie_errors(cls, rows):
@@ -540,18 +562,134 @@ class Backend(RoutingModel):
         self.url = normalise_backend_url(self.url)
 
 
-# A rule's actions, in the order they act on a request (see actions.py).
-ACTION_FIELDS = ("firewall", "rewrite", "query", "request_headers", "response_headers")
+def validate_password_hash(value):
+    """Refuse anything but a password hash Django recognises: never a password in plain text."""
+    try:
+        hashers.identify_hasher(value)
+    except ValueError:
+        raise ValidationError(
+            "Not a Django password hash (such as pbkdf2_sha256$...): passwords "
+            "are never stored in plain text. Set it with the admin's password form, "
+            'or write the hash of `python manage.py shell -c "from '
+            "django.contrib.auth.hashers import make_password; print(make_password('...'))\"`.",
+            code="password_not_hashed",
+        ) from None
+
+
+class AccessList(RoutingModel):
+    """Users who may pass the rules that refer to this list, by HTTP Basic authentication."""
+
+    name = models.SlugField(
+        max_length=100,
+        unique=True,
+        help_text="A short name, also the realm clients are asked for, e.g. staff.",
+    )
+
+    objects = AccessListQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["name"]
+        base_manager_name = "objects"
+
+    def __str__(self):
+        return self.name
+
+    def natural_key(self):
+        return (self.name,)
+
+
+class AccessListUser(RoutingModel):
+    """A user of an access list, with a Django password hash (never the password)."""
+
+    access_list = models.ForeignKey(AccessList, on_delete=models.CASCADE, related_name="users")
+    username = models.CharField(
+        max_length=150,
+        validators=[validate_basic_username],
+        help_text="The name the client gives, e.g. alice (no colon).",
+    )
+    password = models.CharField(
+        max_length=256,
+        validators=[validate_password_hash],
+        help_text="A Django password hash; set it with the password form.",
+    )
+
+    class Meta:
+        ordering = ["access_list__name", "username"]
+        base_manager_name = "objects"
+        verbose_name = "access list user"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["access_list", "username"], name="accesslistuser_unique_username"
+            )
+        ]
+
+    def __str__(self):
+        return f"{self.username} ({self.access_list})"
+
+    def set_password(self, raw_password):
+        self.password = hashers.make_password(raw_password)
+
+    def check_password(self, raw_password):
+        return hashers.check_password(raw_password, self.password)
+
+
+# A rule's actions besides its answer, in the order they act on a request (see actions.py).
+ACTION_FIELDS = (
+    "firewall",
+    "rate_limit",
+    "access_list",
+    "rewrite",
+    "query",
+    "request_headers",
+    "response_headers",
+)
+# What answers a rule's requests: exactly one of these.
+ANSWER_FIELDS = ("pool", "redirect", "respond")
 
 
 class Rule(RoutingModel):
-    """What host and path rules share: a target pool and how to forward."""
+    """What host and path rules share: what answers them (a pool, a redirect or a fixed
+    answer) and how to forward."""
 
     pool = models.ForeignKey(
         Pool,
         on_delete=models.PROTECT,
+        null=True,
+        blank=True,
         related_name="%(class)ss",
         help_text="The pool whose backends serve the matching requests.",
+    )
+    redirect = models.JSONField(
+        default=dict,
+        blank=True,
+        validators=[validate_redirect],
+        help_text="Answer with a redirect instead of forwarding (301, 302, 303, 307 or "
+        "308); with keep_path, the path after the prefix and the query are appended, e.g. "
+        '{"to": "https://www.example.com", "status": 301, "keep_path": true}.',
+    )
+    respond = models.JSONField(
+        default=dict,
+        blank=True,
+        validators=[validate_respond],
+        help_text="Answer with a fixed response instead of forwarding, e.g. "
+        '{"status": 503, "body": "Down for maintenance.", "content_type": "text/plain"}.',
+    )
+    rate_limit = models.JSONField(
+        default=dict,
+        blank=True,
+        validators=[validate_rate_limit],
+        help_text="At most `requests` per `per` seconds on average, `burst` more at "
+        "once, by client address or for the whole rule; over it 429 Too Many Requests, e.g. "
+        '{"requests": 10, "per": 1, "burst": 20, "by": "client"}.',
+    )
+    access_list = models.ForeignKey(
+        AccessList,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="%(class)ss",
+        help_text="Ask for a user and password of this list (HTTP Basic); "
+        "anyone else gets 401 Unauthorized.",
     )
     enabled = models.BooleanField(default=True, help_text="Untick to stop routing by this rule.")
     preserve_host = models.BooleanField(
@@ -601,6 +739,37 @@ class Rule(RoutingModel):
     class Meta:
         abstract = True
 
+    @property
+    def target(self):
+        """What answers the rule: its pool, a redirect or a fixed answer."""
+        if self.redirect:
+            return f"redirect {self.redirect.get('to', '')}"
+        if self.respond:
+            return f"respond {self.respond.get('status', 200)}"
+        return str(self.pool) if self.pool_id else "-"
+
+    @classmethod
+    def row_errors(cls, rows):
+        """Refuse a rule with no answer, or with more than one: a pool, a redirect, a response."""
+        for row in rows:
+            values = (row.pool_id, row.redirect, row.respond)
+            answers = [name for name, value in zip(ANSWER_FIELDS, values, strict=True) if value]
+            if len(answers) == 1:
+                continue
+            message = (
+                "A rule needs a pool, a redirect or a fixed response."
+                if not answers
+                else f"A rule has one answer, a pool, a redirect or a fixed response, "
+                f"not {' and '.join(answers)}."
+            )
+            yield ValidationError(
+                {
+                    "pool" if not answers else NON_FIELD_ERRORS: ValidationError(
+                        message, code="answer"
+                    )
+                }
+            )
+
 
 class HostRule(Rule):
     """Send every request for a host to a pool."""
@@ -621,7 +790,7 @@ class HostRule(Rule):
         base_manager_name = "objects"
 
     def __str__(self):
-        return f"{self.host} → {self.pool}"
+        return f"{self.host} → {self.target}"
 
     def normalise(self):
         self.host = normalise_host_pattern(self.host)
@@ -680,7 +849,7 @@ class PathRule(Rule):
         ]
 
     def __str__(self):
-        return f"{self.host or '*'}{self.prefix} → {self.pool}"
+        return f"{self.host or '*'}{self.prefix} → {self.target}"
 
     def normalise(self):
         self.host = normalise_host_pattern(self.host)

@@ -68,6 +68,17 @@ IN_FLIGHT = Gauge(
     "Proxied requests being served right now.",
     multiprocess_mode="livesum",
 )
+REFUSED = Counter(
+    "lb_refused",
+    "Requests a rule refused, by rule and cause: firewall (403), access_list (401), "
+    "rate_limit (429).",
+    ["rule", "cause"],
+)
+RATE_LIMIT_REDIS_ERRORS = Counter(
+    "lb_rate_limit_redis_errors",
+    "Rate-limited requests that passed uncounted because Redis failed or was left "
+    "alone after a failure.",
+)
 OPEN_TUNNELS = Gauge(
     "lb_websocket_tunnels_open",
     "WebSocket tunnels open right now.",
@@ -85,6 +96,8 @@ class Exchange:
     path: str
     started: float = field(default_factory=time.perf_counter)
     rule: str = "-"
+    # The action that answered, when the rule answered by itself or refused.
+    action: str = ""
     pool: str = "-"
     backend: str = "-"
     upstream_seconds: float | None = None
@@ -105,6 +118,11 @@ class Exchange:
             method=request.method,
             path=request.target,
         )
+
+    def refused(self, error):
+        """Note a rule's refusal (401, 403, 429): which action answered, and count it."""
+        self.action = error.refusal
+        REFUSED.labels(self.rule, error.refusal).inc()
 
     def on_finish(self, callback):
         """Have callback run when the exchange finishes (its backend connection is done)."""
@@ -144,6 +162,7 @@ class Exchange:
             "path": self.path,
             "status": status,
             "rule": self.rule,
+            **({"action": self.action} if self.action else {}),
             "backend": self.backend,
             "upstream_ms": None if upstream_ms is None else round(upstream_ms, 2),
             "total_ms": round((time.perf_counter() - self.started) * 1000, 2),
@@ -325,7 +344,14 @@ def render_metrics(get_table):
         multiprocess.MultiProcessCollector(registry)
     else:
         registry = CollectorRegistry()
-        for collector in (REQUESTS, UPSTREAM_LATENCY, IN_FLIGHT, OPEN_TUNNELS):
+        for collector in (
+            REQUESTS,
+            UPSTREAM_LATENCY,
+            IN_FLIGHT,
+            OPEN_TUNNELS,
+            REFUSED,
+            RATE_LIMIT_REDIS_ERRORS,
+        ):
             registry.register(collector)
     registry.register(RouteTableCollector(get_table))
     for attempt in range(SCRAPE_ATTEMPTS):

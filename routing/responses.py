@@ -17,9 +17,11 @@ logger = logging.getLogger(__name__)
 
 ERROR_BODIES = {
     400: "Bad Request",
+    401: "Unauthorized",
     403: "Forbidden",
     404: "Not Found",
     413: "Payload Too Large",
+    429: "Too Many Requests",
     501: "Not Implemented",
     502: "Bad Gateway",
     503: "No backend servers available.",
@@ -30,14 +32,39 @@ ERROR_BODIES = {
 REASON_RE = re.compile(r"[\t \x21-\x7e\x80-\xff]+")
 
 
-def error_response(status, header_edit=None):
+def error_response(status, header_edit=None, headers=()):
     """Return the balancer's own plain-text answer for an error status.
 
     header_edit: the matched rule's response headers, set and removed.
+    headers: (name, value) pairs the error itself carries (WWW-Authenticate, Retry-After).
     """
-    body = ERROR_BODIES[status].encode()
-    response = HttpResponse(body, status=status, content_type="text/plain; charset=utf-8")
-    response["Content-Length"] = len(body)
+    return own_response(
+        status, ERROR_BODIES[status].encode(), "text/plain; charset=utf-8", header_edit, headers
+    )
+
+
+def redirect_response(status, location, header_edit=None):
+    """Return a rule's redirect: its status, Location, and a one-line body naming the target."""
+    body = f"Redirecting to {location}".encode()
+    return own_response(
+        status, body, "text/plain; charset=utf-8", header_edit, [("Location", location)]
+    )
+
+
+def fixed_response(respond, header_edit=None):
+    """Return a rule's fixed answer: its status, body and content type."""
+    return own_response(respond.status, respond.body, respond.content_type, header_edit)
+
+
+def own_response(status, body, content_type, header_edit=None, headers=()):
+    """Return an answer of the balancer's own, with the rule's response headers."""
+    response = HttpResponse(body, status=status, content_type=content_type)
+    if status in (204, 304):
+        del response["Content-Type"]
+    else:
+        response["Content-Length"] = len(body)
+    for name, value in headers:
+        response[name] = value
     if header_edit:
         for name in header_edit.remove:
             del response[name]

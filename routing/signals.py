@@ -4,7 +4,16 @@ from django.db import transaction
 from django.db.models.signals import post_delete, post_save, pre_save
 from django.dispatch import receiver
 
-from .models import Backend, HostRule, PathRule, Pool, RoutingVersion, routing_changed
+from .models import (
+    AccessList,
+    AccessListUser,
+    Backend,
+    HostRule,
+    PathRule,
+    Pool,
+    RoutingVersion,
+    routing_changed,
+)
 from .table import clear_route_table
 
 
@@ -18,7 +27,7 @@ def bump_routing_version(sender, **kwargs):
     RoutingVersion.bump()
 
 
-for model in (Pool, Backend, HostRule, PathRule):
+for model in (Pool, Backend, AccessList, AccessListUser, HostRule, PathRule):
     pre_save.connect(validate_before_save, sender=model)
     post_save.connect(bump_routing_version, sender=model)
     post_delete.connect(bump_routing_version, sender=model)

@@ -89,10 +89,50 @@ class Firewall:
 
 
 @dataclass(frozen=True)
+class RateLimit:
+    """A rule's rate limit: one request per `interval` seconds on average, `burst` more at once."""
+
+    interval: float
+    burst: int
+    by_client: bool = True
+
+
+@dataclass(frozen=True)
+class AccessList:
+    """An access list's users and their password hashes, as one table version has them.
+
+    `verified` is this worker's memory of credentials already checked against
+    these hashes (see guards.py): a new table, after any change, starts it empty.
+    """
+
+    name: str
+    users: MappingProxyType  # username -> Django password hash
+    verified: dict = field(default_factory=dict, compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class Redirect:
+    to: str
+    status: int = 302
+    keep_path: bool = False
+
+
+@dataclass(frozen=True)
+class Respond:
+    status: int
+    body: bytes
+    content_type: str
+
+
+@dataclass(frozen=True)
 class Actions:
     """What a rule does to a request besides choosing its pool (see actions.py)."""
 
     firewall: Firewall = Firewall()
+    rate_limit: RateLimit | None = None
+    access_list: AccessList | None = None
+    redirect: Redirect | None = None
+    respond: Respond | None = None
     request_headers: HeaderEdit = HeaderEdit()
     query: QueryEdit = QueryEdit()
     rewrite: tuple[RewriteStep, ...] = ()
@@ -108,7 +148,7 @@ class Route:
 
     kind: str  # "host" or "path"
     rule_id: int
-    pool: Pool
+    pool: Pool | None  # None for a rule that redirects or responds itself
     host: str = ""
     prefix: tuple[str, ...] = ()
     strip_prefix: bool = False
@@ -119,7 +159,16 @@ class Route:
     def label(self):
         """How logs and pages name the rule: `path rule */mango → mango`."""
         path = "/" + "/".join(self.prefix) if self.kind == "path" else ""
-        return f"{self.kind} rule {self.host or '*'}{path} → {self.pool.name}"
+        return f"{self.kind} rule {self.host or '*'}{path} → {self.target}"
+
+    @property
+    def target(self):
+        """What answers the rule's requests: its pool's name, a redirect or a fixed answer."""
+        if self.actions.redirect:
+            return f"redirect {self.actions.redirect.to}"
+        if self.actions.respond:
+            return f"respond {self.actions.respond.status}"
+        return self.pool.name if self.pool else "-"
 
     def __str__(self):
         return self.label

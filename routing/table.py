@@ -17,8 +17,8 @@ from django.conf import settings
 from django.db import close_old_connections, connection
 
 from . import balancer, snapshot
-from .actions import resolve_actions
-from .models import Backend, HostRule, PathRule, Pool, RoutingVersion
+from .actions import resolve_access_list, resolve_actions
+from .models import AccessList, AccessListUser, Backend, HostRule, PathRule, Pool, RoutingVersion
 from .prefixes import prefix_segments
 
 logger = logging.getLogger(__name__)
@@ -65,14 +65,22 @@ def build_route_table():
         )
         for row in Pool.objects.all()
     }
+    users = {}
+    for access_list_id, username, password in AccessListUser.objects.values_list(
+        "access_list_id", "username", "password"
+    ):
+        users.setdefault(access_list_id, []).append((username, password))
+    access_lists = {
+        row.id: resolve_access_list(row, users.get(row.id, ())) for row in AccessList.objects.all()
+    }
     routes = [
         snapshot.Route(
             kind="host",
             rule_id=rule.id,
-            pool=pools[rule.pool_id],
+            pool=pools.get(rule.pool_id),
             host=rule.host.lower(),
             preserve_host=rule.preserve_host,
-            actions=resolve_actions(rule),
+            actions=resolve_actions(rule, access_lists),
         )
         for rule in HostRule.objects.filter(enabled=True).order_by("id")
     ]
@@ -80,12 +88,12 @@ def build_route_table():
         snapshot.Route(
             kind="path",
             rule_id=rule.id,
-            pool=pools[rule.pool_id],
+            pool=pools.get(rule.pool_id),
             host=rule.host.lower(),
             prefix=tuple(prefix_segments(rule.prefix)),
             strip_prefix=rule.strip_prefix,
             preserve_host=rule.preserve_host,
-            actions=resolve_actions(rule),
+            actions=resolve_actions(rule, access_lists),
         )
         for rule in PathRule.objects.filter(enabled=True).order_by("id")
     ]

@@ -5,10 +5,17 @@ import logging
 from .actions import enforce_firewall
 from .attempts import send_to_pool
 from .errors import NoRoute, ProxyError
+from .guards import enforce_access_list, enforce_rate_limit, redirect_location
 from .inbound import ClientRequest
 from .observe import Exchange
 from .resolver import resolve
-from .responses import ProxiedResponse, error_response, tunnel_response
+from .responses import (
+    ProxiedResponse,
+    error_response,
+    fixed_response,
+    redirect_response,
+    tunnel_response,
+)
 from .table import get_route_table
 
 logger = logging.getLogger(__name__)
@@ -31,7 +38,9 @@ def proxy(request):
     except ProxyError as error:
         if error.cause:
             exchange.cause = error.cause
-        response = error_response(error.status, exchange.actions.response_headers)
+        if error.refusal:
+            exchange.refused(error)
+        response = error_response(error.status, exchange.actions.response_headers, error.headers)
     except Exception as error:
         # Whatever else went wrong is no client's doing: answer as a gateway,
         # and keep the traceback for the operator.
@@ -42,7 +51,7 @@ def proxy(request):
 
 
 def serve(request, exchange):
-    """Check the request, resolve its rule, apply its firewall and forward it.
+    """Check the request, resolve its rule, apply its guards, then answer or forward it.
 
     Raises ProxyError to fail.
     """
@@ -50,9 +59,22 @@ def serve(request, exchange):
     match = resolve(get_route_table(), request.host, request.path)
     if match is None:
         raise NoRoute()
-    route = match.route
-    exchange.rule, exchange.pool, exchange.actions = route.label, route.pool.name, route.actions
-    enforce_firewall(route.actions.firewall, request.client, request.path)
+    route, rule_actions = match.route, match.route.actions
+    exchange.rule, exchange.pool, exchange.actions = route.label, route.target, rule_actions
+    enforce_firewall(rule_actions.firewall, request.client, request.path)
+    enforce_rate_limit(route, request.client)
+    enforce_access_list(rule_actions.access_list, request.authorization, request.client)
+    if rule_actions.redirect:
+        exchange.action = "redirect"
+        location = redirect_location(
+            rule_actions.redirect, match.upstream_path, request.query, "?" in request.target
+        )
+        return redirect_response(
+            rule_actions.redirect.status, location, rule_actions.response_headers
+        )
+    if rule_actions.respond:
+        exchange.action = "respond"
+        return fixed_response(rule_actions.respond, rule_actions.response_headers)
     upstream, header_list = send_to_pool(request, match, exchange)
     if upstream.status == 101:  # a WebSocket handshake the backend accepted
         return tunnel_response(upstream, header_list, request.environ["gunicorn.socket"])
