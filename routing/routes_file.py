@@ -22,9 +22,18 @@ import yaml
 from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
 from django.db import transaction
 
-from .models import Backend, HostRule, PathRule, Pool, RoutingVersion
+from .models import (
+    AccessList,
+    AccessListUser,
+    Backend,
+    HostRule,
+    PathRule,
+    Pool,
+    RoutingVersion,
+    validate_password_hash,
+)
 
-TOP_LEVEL_KEYS = ("pools", "hosts", "paths")
+TOP_LEVEL_KEYS = ("pools", "access_lists", "hosts", "paths")
 # What the health checker writes: state, not configuration. A file neither
 # holds it nor changes it.
 HEALTH_STATE_FIELDS = ("healthy", "last_checked", "last_error", "latency_ms")
@@ -32,6 +41,8 @@ HEALTH_STATE_FIELDS = ("healthy", "last_checked", "last_error", "latency_ms")
 LEADING_KEYS = {
     Pool: ("name",),
     Backend: ("url",),
+    AccessList: ("name",),
+    AccessListUser: ("username",),
     HostRule: ("host", "pool"),
     PathRule: ("prefix", "host", "pool"),
 }
@@ -39,6 +50,10 @@ LEADING_KEYS = {
 MAX_POOL_NAME = 90
 # A pool's file entry holds its fields and this list.
 BACKENDS_KEY = "backends"
+# An access list's entry holds this mapping of usernames to password hashes.
+USERS_KEY = "users"
+# The foreign keys a file writes as the name of the row they point at.
+REFERENCES = ("pool", "access_list")
 
 # The tutorial's keys: an entry's own, and those of each of its rule blocks.
 TUTORIAL_ENTRY_KEYS = {
@@ -134,9 +149,10 @@ def field_names(model, leave_out=()):
 
 
 def value_of(row, model_field):
-    """Return a field's value as a file holds it: a pool by its name."""
+    """Return a field's value as a file holds it: a pool or an access list by its name."""
     if model_field.many_to_one:
-        return getattr(row, model_field.name).name
+        target = getattr(row, model_field.name)
+        return None if target is None else target.name
     return getattr(row, model_field.attname)
 
 
@@ -156,22 +172,37 @@ def export_routes():
         if backends:
             entry[BACKENDS_KEY] = backends
         pools[pool.name] = entry
+    access_lists = {
+        access_list.name: {
+            USERS_KEY: {user.username: user.password for user in access_list.users.all()}
+        }
+        for access_list in AccessList.objects.prefetch_related("users").order_by("name")
+    }
     return {
         "pools": pools,
+        # Only when there are any: a table without them exports as it always did.
+        **({"access_lists": access_lists} if access_lists else {}),
         "hosts": [
-            {"host": rule.host, "pool": rule.pool.name, **non_default_values(rule, ("host",))}
-            for rule in HostRule.objects.select_related("pool").order_by("host")
+            {"host": rule.host, **pool_of(rule), **non_default_values(rule, ("host",))}
+            for rule in HostRule.objects.select_related("pool", "access_list").order_by("host")
         ],
         "paths": [
             {
                 "prefix": rule.prefix,
                 **({"host": rule.host} if rule.host else {}),
-                "pool": rule.pool.name,
+                **pool_of(rule),
                 **non_default_values(rule, ("prefix", "host")),
             }
-            for rule in PathRule.objects.select_related("pool").order_by("host", "prefix")
+            for rule in PathRule.objects.select_related("pool", "access_list").order_by(
+                "host", "prefix"
+            )
         ],
     }
+
+
+def pool_of(rule):
+    """Return a rule's pool entry: none for a rule that redirects or responds."""
+    return {"pool": rule.pool.name} if rule.pool_id else {}
 
 
 def non_default_values(row, leave_out=()):
@@ -210,6 +241,7 @@ class Entry:
     # Where each value came from, for errors: field name -> place in the file.
     places: dict = field(default_factory=dict)
     pool: str | None = None  # a backend's or rule's pool, by name
+    access_list: str | None = None  # a user's or rule's access list, by name
     row: object = None  # the model instance, once built
 
     def place_of(self, name):
@@ -282,6 +314,7 @@ def project_entries(document, errors):
             entry = backend_entry(backend, f"{place}.{BACKENDS_KEY}[{index}]", str(name), errors)
             if entry:
                 entries.append(entry)
+    entries += access_list_entries(document.get("access_lists"), errors)
     for key, model, required in (("hosts", HostRule, ("host",)), ("paths", PathRule, ("prefix",))):
         known = field_names(model)
         for index, item in listed(document, key, errors):
@@ -290,16 +323,56 @@ def project_entries(document, errors):
                 errors.append(f"{place}: a mapping of the rule's fields, e.g. {required[0]}: ...")
                 continue
             errors += unknown_key_errors(item, known, place, f"a {model._meta.verbose_name}")
-            missing = [name for name in (*required, "pool") if name not in item]
+            missing = [name for name in required if name not in item]
             errors += [f"{place}: no {name}" for name in missing]
             if missing:
                 continue
             values = {name: value for name, value in item.items() if name in known}
-            pool = pool_name(values.pop("pool"))
-            if not isinstance(pool, str):
-                errors.append(f"{place}.pool: the name of a pool, e.g. mango")
+            names = {name: pool_name(values.pop(name, None)) for name in REFERENCES}
+            wrong = [
+                name
+                for name, value in names.items()
+                if value is not None and not isinstance(value, str)
+            ]
+            errors += [f"{place}.{name}: the name of a {name.replace('_', ' ')}" for name in wrong]
+            if not wrong:
+                entries.append(Entry(model, place, values, **names))
+    return entries
+
+
+def access_list_entries(access_lists, errors):
+    """Return the entries of a file's access_lists: {name: {users: {username: hash}}}."""
+    if access_lists is None:
+        return []
+    if not isinstance(access_lists, dict):
+        errors.append("access_lists: a mapping of names to {users: {username: password hash}}")
+        return []
+    entries = []
+    for name, fields in access_lists.items():
+        place = f"access_lists.{name}"
+        fields = {} if fields is None else fields
+        if not isinstance(fields, dict):
+            errors.append(f"{place}: a mapping with users: {{username: password hash}}")
+            continue
+        errors += unknown_key_errors(fields, (USERS_KEY,), place, "an access list")
+        entries.append(Entry(AccessList, place, {"name": str(name)}, places={"name": place}))
+        users = fields.get(USERS_KEY) or {}
+        if not isinstance(users, dict):
+            errors.append(f"{place}.{USERS_KEY}: a mapping of usernames to password hashes")
+            continue
+        for username, password in users.items():
+            user_place = f"{place}.{USERS_KEY}.{username}"
+            values = {"username": str(username), "password": password}
+            places = {"username": user_place, "password": user_place}
+            if not isinstance(password, str):
+                errors.append(f"{user_place}: a password hash, e.g. pbkdf2_sha256$...")
                 continue
-            entries.append(Entry(model, place, values, pool=pool))
+            try:
+                validate_password_hash(password)
+            except ValidationError as error:  # never echo what may be a password
+                errors.append(f"{user_place}: {error.messages[0]}")
+                continue
+            entries.append(Entry(AccessListUser, user_place, values, places, access_list=str(name)))
     return entries
 
 
@@ -470,19 +543,27 @@ def check_entries(entries):
     errors = []
     keys = {}
     pool_names = {entry.values["name"] for entry in entries if entry.model is Pool}
+    list_names = {entry.values["name"] for entry in entries if entry.model is AccessList}
     for entry in entries:
         row = entry.model(**entry.values)
         try:
-            row.clean_fields(exclude=["pool"])
+            row.clean_fields(exclude=list(REFERENCES))
         except ValidationError as error:
             errors += error_lines(entry, error)
             continue
         row.normalise()
         entry.row = row
-        if entry.model is not Pool and entry.pool not in pool_names:
-            if entry.model is Backend:
-                continue  # its pool's own entry is in error
+        if entry.model is Backend and entry.pool not in pool_names:
+            continue  # its pool's own entry is in error
+        if entry.model is AccessListUser and entry.access_list not in list_names:
+            continue  # its list's own entry is in error
+        if entry.pool is not None and entry.pool not in pool_names:
             errors.append(f"{entry.place_of('pool')}: no pool named {json.dumps(entry.pool)}")
+        if entry.model is not AccessListUser and entry.access_list not in (None, *list_names):
+            errors.append(
+                f"{entry.place_of('access_list')}: no access list named "
+                f"{json.dumps(entry.access_list)}"
+            )
         key = row_key(entry)
         if key in keys:
             errors.append(f"{entry.place}: {describe(entry)} is already at {keys[key].place}")
@@ -509,6 +590,10 @@ def row_key(entry):
         return (Pool, row.name)
     if entry.model is Backend:
         return (Backend, entry.pool, row.url)
+    if entry.model is AccessList:
+        return (AccessList, row.name)
+    if entry.model is AccessListUser:
+        return (AccessListUser, entry.access_list, row.username)
     if entry.model is HostRule:
         return (HostRule, row.host)
     return (PathRule, row.host, row.prefix)
@@ -520,6 +605,10 @@ def stored_key(row):
         return (Pool, row.name)
     if isinstance(row, Backend):
         return (Backend, row.pool.name, row.url)
+    if isinstance(row, AccessList):
+        return (AccessList, row.name)
+    if isinstance(row, AccessListUser):
+        return (AccessListUser, row.access_list.name, row.username)
     if isinstance(row, HostRule):
         return (HostRule, row.host)
     return (PathRule, row.host, row.prefix)
@@ -531,6 +620,10 @@ def label(model, key):
         return f"pool {key[1]}"
     if model is Backend:
         return f"backend {key[2]} ({key[1]})"
+    if model is AccessList:
+        return f"access list {key[1]}"
+    if model is AccessListUser:
+        return f"user {key[2]} ({key[1]})"
     if model is HostRule:
         return f"host {key[1]}"
     return f"path {key[1]}{key[2]}"
@@ -567,7 +660,11 @@ class Plan:
             else:
                 entry, _row, changed = item
                 details = ", ".join(
-                    f"{name} {shown(old)} -> {shown(new)}" for name, (old, new) in changed.items()
+                    # A hash says nothing to a reader, and belongs in no log.
+                    "password changed"
+                    if name == "password"
+                    else f"{name} {shown(old)} -> {shown(new)}"
+                    for name, (old, new) in changed.items()
                 )
                 lines.append(f"~ {describe(entry)}: {details}")
         return lines
@@ -585,8 +682,10 @@ def plan_import(entries):
         for row in [
             *Pool.objects.all(),
             *Backend.objects.select_related("pool"),
-            *HostRule.objects.select_related("pool"),
-            *PathRule.objects.select_related("pool"),
+            *AccessList.objects.all(),
+            *AccessListUser.objects.select_related("access_list"),
+            *HostRule.objects.select_related("pool", "access_list"),
+            *PathRule.objects.select_related("pool", "access_list"),
         ]
     }
     plan = Plan(entries=entries)
@@ -601,12 +700,16 @@ def plan_import(entries):
         changed = {}
         for model_field in config_fields(entry.model):
             old = value_of(row, model_field)
-            new = entry.pool if model_field.name == "pool" else value_of(entry.row, model_field)
+            if model_field.name in REFERENCES:
+                new = getattr(entry, model_field.name)
+            else:
+                new = value_of(entry.row, model_field)
             if old != new:
                 changed[model_field.name] = (old, new)
         if changed:
             plan.updates.append((entry, row, changed))
-    kinds = (HostRule, PathRule, Backend, Pool)  # the order deletes are listed and done in
+    # The order deletes are listed and done in.
+    kinds = (HostRule, PathRule, AccessListUser, Backend, AccessList, Pool)
     plan.deletes = sorted(
         (row for key, row in stored.items() if key not in wanted),
         key=lambda row: (kinds.index(type(row)), stored_key(row)[1:]),
@@ -649,41 +752,49 @@ def write_plan(plan):
     """Write a plan's changes in an order that never breaks a rule on the way.
 
     Rules go first (a host rule may be replaced by a path rule for / on its
-    host), then pools and backends, then the rules that stay or come, and
-    last the pools no rule holds any more (PROTECT).
+    host), then pools, backends, access lists and their users, then the
+    rules that stay or come, and last the pools and access lists no rule
+    holds any more (PROTECT).
     """
     errors = []
-    pools = {row.name: row for row in Pool.objects.all()}
-    old_pools = [row for row in plan.deletes if isinstance(row, Pool)]
+    parents = {
+        Pool: {row.name: row for row in Pool.objects.all()},
+        AccessList: {row.name: row for row in AccessList.objects.all()},
+    }
+    late = (Pool, AccessList)
+    old_parents = [row for row in plan.deletes if isinstance(row, late)]
     for row in plan.deletes:
-        if not isinstance(row, Pool):
+        if not isinstance(row, late):
             row.delete()
     writes = [*plan.creates, *plan.updates]
-    kinds = (Pool, Backend, HostRule, PathRule)
-    failed_pools = set()
+    kinds = (Pool, Backend, AccessList, AccessListUser, HostRule, PathRule)
+    failed = set()  # (model, name) of the pools and access lists that could not be written
     for item in sorted(writes, key=lambda item: kinds.index(entry_of(item).model)):
         entry = entry_of(item)
-        if entry.pool in failed_pools:
+        if (Pool, entry.pool) in failed or (AccessList, entry.access_list) in failed:
             continue
         if isinstance(item, Entry):
             row = entry.row
         else:
             _entry, row, changed = item
             for name in changed:
-                if name != "pool":
+                if name not in REFERENCES:
                     setattr(row, name, getattr(entry.row, name))
-        if entry.model is not Pool:
-            row.pool = pools[entry.pool]
+        if entry.model not in late:
+            if entry.model is not AccessListUser:
+                row.pool = parents[Pool].get(entry.pool)
+            if entry.model is not Backend:
+                row.access_list = parents[AccessList].get(entry.access_list)
         try:
             row.save()
         except ValidationError as error:
             errors += error_lines(entry, error)
-            if entry.model is Pool:
-                failed_pools.add(entry.values["name"])
+            if entry.model in late:
+                failed.add((entry.model, entry.values["name"]))
             continue
-        if entry.model is Pool:
-            pools[row.name] = row
+        if entry.model in late:
+            parents[entry.model][row.name] = row
     if errors:
         raise RoutesFileError(errors)
-    for row in old_pools:
+    for row in old_parents:
         row.delete()

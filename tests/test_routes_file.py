@@ -249,7 +249,11 @@ def test_a_bad_pool_name_is_an_error_at_its_place(routes):
 @pytest.mark.parametrize(
     ("text", "error"),
     [
-        ("access_lists: {staff: {}}\n", "access_lists: unknown key; the file takes pools, hosts"),
+        ("groups: {staff: {}}\n", "groups: unknown key; the file takes pools, access_lists, hosts"),
+        (
+            "access_lists: {staff: {members: {}}}\n",
+            "access_lists.staff.members: unknown key; an access list takes users",
+        ),
         (
             "pools: {mango: {timeout: 5}}\n",
             "pools.mango.timeout: unknown key; a pool takes algorithm",
@@ -259,12 +263,12 @@ def test_a_bad_pool_name_is_an_error_at_its_place(routes):
             "pools.mango.backends[0].wieght: unknown key; a backend takes url, weight, enabled",
         ),
         (
-            "pools: {mango: {}}\nhosts: [{host: a.com, pool: mango, redirect: {to: x}}]\n",
-            "hosts[0].redirect: unknown key; a host rule takes host, pool, enabled",
+            "pools: {mango: {}}\nhosts: [{host: a.com, pool: mango, redirect_to: x}]\n",
+            "hosts[0].redirect_to: unknown key; a host rule takes host, pool, enabled",
         ),
         (
-            "pools: {mango: {}}\npaths: [{prefix: /a, pool: mango, rate_limit: {}}]\n",
-            "paths[0].rate_limit: unknown key; a path rule takes prefix, host, pool, enabled",
+            "pools: {mango: {}}\npaths: [{prefix: /a, pool: mango, limit: {}}]\n",
+            "paths[0].limit: unknown key; a path rule takes prefix, host, pool, enabled",
         ),
         (
             "hosts: [{host: a.com, servers: [localhost:1], header_rules: {append: {}}}]\n",
