@@ -674,6 +674,20 @@ class Rule(RoutingModel):
         help_text="Answer with a fixed response instead of forwarding, e.g. "
         '{"status": 503, "body": "Down for maintenance.", "content_type": "text/plain"}.',
     )
+    enabled = models.BooleanField(default=True, help_text="Untick to stop routing by this rule.")
+    preserve_host = models.BooleanField(
+        default=False,
+        help_text="Send the client's Host header to the backend instead of the backend's own host.",
+    )
+    # Actions (see actions.py): each empty by default, which does nothing.
+    firewall = models.JSONField(
+        default=dict,
+        blank=True,
+        validators=[validate_firewall],
+        help_text="403 Forbidden for clients in deny, clients outside allow (when "
+        "allow is not empty), or paths under a deny_paths prefix, e.g. "
+        '{"allow": ["10.0.0.0/8"], "deny": ["10.0.0.9"], "deny_paths": ["/admin"]}.',
+    )
     rate_limit = models.JSONField(
         default=dict,
         blank=True,
@@ -690,20 +704,6 @@ class Rule(RoutingModel):
         related_name="%(class)ss",
         help_text="Ask for a user and password of this list (HTTP Basic); "
         "anyone else gets 401 Unauthorized.",
-    )
-    enabled = models.BooleanField(default=True, help_text="Untick to stop routing by this rule.")
-    preserve_host = models.BooleanField(
-        default=False,
-        help_text="Send the client's Host header to the backend instead of the backend's own host.",
-    )
-    # Actions (see actions.py): each empty by default, which does nothing.
-    firewall = models.JSONField(
-        default=dict,
-        blank=True,
-        validators=[validate_firewall],
-        help_text="403 Forbidden for clients in deny, clients outside allow (when "
-        "allow is not empty), or paths under a deny_paths prefix, e.g. "
-        '{"allow": ["10.0.0.0/8"], "deny": ["10.0.0.9"], "deny_paths": ["/admin"]}.',
     )
     request_headers = models.JSONField(
         default=dict,
