@@ -1,13 +1,26 @@
 """The routing table in the admin: pools with their backends, host and path rules."""
 
 from django.contrib import admin, messages
-from django.core.exceptions import ValidationError
+from django.contrib.admin.utils import unquote
+from django.contrib.auth.forms import SetPasswordForm
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import Exists, OuterRef
+from django.http import Http404, HttpResponseRedirect
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 
-from .forms import RuleForm
-from .models import ACTION_FIELDS, Backend, HostRule, PathRule, Pool
+from .forms import AccessListUserCreationForm, RuleForm
+from .models import (
+    ACTION_FIELDS,
+    AccessList,
+    AccessListUser,
+    Backend,
+    HostRule,
+    PathRule,
+    Pool,
+)
 
 admin.site.site_header = "Load balancer administration"
 admin.site.site_title = "Load balancer"
@@ -152,27 +165,41 @@ class RuleAdmin(admin.ModelAdmin):
         return super().get_queryset(request).annotate(pool_usable=Exists(usable))
 
     def get_fieldsets(self, request, obj=None):
-        """The rule, then its actions: folded away while the rule has none."""
+        """The rule, what answers it, then its actions: folded away while the rule has none."""
         has_actions = obj is not None and any(getattr(obj, name) for name in ACTION_FIELDS)
         return [
             (None, {"fields": self.rule_fields}),
+            (
+                "Answer",
+                {
+                    "fields": ["answer", "pool", "redirect", "respond"],
+                    "description": "Choose one: the pool (its box is used), a "
+                    "redirect or a fixed response; the boxes of the others are ignored.",
+                },
+            ),
             (
                 "Actions",
                 {
                     "fields": ACTION_FIELDS,
                     "classes": [] if has_actions else ["collapse"],
                     "description": "Optional. In this order: the firewall may refuse "
-                    "the request (403); the path is rewritten, the query and the "
-                    "request headers changed before forwarding; the response headers "
-                    "on the way back. Leave a box empty for no change.",
+                    "the request (403), the rate limit (429), the access list (401); "
+                    "then a redirect or fixed response answers, or the path is "
+                    "rewritten, the query and the request headers changed before "
+                    "forwarding; the response headers on every answer. Leave a box "
+                    "empty for no change.",
                 },
             ),
         ]
 
     @admin.display(description="Live", boolean=True)
     def live(self, rule):
-        """Enabled, and its pool has a backend that takes requests."""
-        return rule.enabled and rule.pool_usable
+        """Enabled, and it answers itself or its pool has a backend that takes requests."""
+        return rule.enabled and (rule.pool_id is None or rule.pool_usable)
+
+    @admin.display(description="Answer", ordering="pool__name")
+    def target(self, rule):
+        return rule.target
 
     @admin.display(description="Actions")
     def action_list(self, rule):
@@ -182,8 +209,8 @@ class RuleAdmin(admin.ModelAdmin):
 
 @admin.register(HostRule)
 class HostRuleAdmin(RuleAdmin):
-    list_display = ("host", "pool", "live", "enabled", "preserve_host", "action_list")
-    rule_fields = ("host", "pool", "enabled", "preserve_host")
+    list_display = ("host", "target", "live", "enabled", "preserve_host", "action_list")
+    rule_fields = ("host", "enabled", "preserve_host")
     search_fields = ("host", "pool__name")
 
 
@@ -192,7 +219,7 @@ class PathRuleAdmin(RuleAdmin):
     list_display = (
         "prefix",
         "scope",
-        "pool",
+        "target",
         "live",
         "enabled",
         "strip_prefix",
@@ -201,8 +228,123 @@ class PathRuleAdmin(RuleAdmin):
     )
     list_filter = ("enabled", "pool", "strip_prefix")
     search_fields = ("prefix", "host", "pool__name")
-    rule_fields = ("prefix", "host", "pool", "enabled", "strip_prefix", "preserve_host")
+    rule_fields = ("prefix", "host", "enabled", "strip_prefix", "preserve_host")
 
     @admin.display(description="Host", ordering="host")
     def scope(self, rule):
         return rule.host or "any host"
+
+
+class AccessListUserInline(admin.TabularInline):
+    """An access list's users; their passwords are set on each user's own page."""
+
+    model = AccessListUser
+    extra = 0
+    fields = ("username", "password_link")
+    readonly_fields = ("username", "password_link")
+    can_delete = True
+    show_change_link = True
+
+    @admin.display(description="Password")
+    def password_link(self, user):
+        url = reverse("admin:routing_accesslistuser_password", args=[user.pk])
+        return format_html('<a href="{}">Set a new password</a>', url)
+
+    def has_add_permission(self, request, obj=None):
+        return False  # a new user needs a password: "Add access list user" asks for it
+
+
+@admin.register(AccessList)
+class AccessListAdmin(admin.ModelAdmin):
+    list_display = ("name", "user_list")
+    search_fields = ("name", "users__username")
+    inlines = [AccessListUserInline]
+
+    @admin.display(description="Users")
+    def user_list(self, access_list):
+        return ", ".join(user.username for user in access_list.users.all()) or "-"
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).prefetch_related("users")
+
+
+@admin.register(AccessListUser)
+class AccessListUserAdmin(admin.ModelAdmin):
+    """Users of access lists, as Django's UserAdmin does it: the password only through
+    Django's own password forms, stored as a hash and never shown."""
+
+    list_display = ("username", "access_list")
+    list_filter = ("access_list",)
+    search_fields = ("username", "access_list__name")
+    list_select_related = ("access_list",)
+    add_form = AccessListUserCreationForm
+    fields = ("access_list", "username", "password_link")
+    readonly_fields = ("password_link",)
+    change_password_form = SetPasswordForm
+
+    @admin.display(description="Password")
+    def password_link(self, user):
+        if not user.pk:
+            return "-"
+        url = reverse("admin:routing_accesslistuser_password", args=[user.pk])
+        return format_html(
+            'Stored as a hash, never shown. <a href="{}">Set a new password</a>.', url
+        )
+
+    def get_fields(self, request, obj=None):
+        if obj is None:
+            return ("access_list", "username", "password1", "password2")
+        return self.fields
+
+    def get_form(self, request, obj=None, **kwargs):
+        if obj is None:
+            kwargs["form"] = self.add_form
+            kwargs["fields"] = ("access_list", "username")
+        return super().get_form(request, obj, **kwargs)
+
+    def get_urls(self):
+        return [
+            path(
+                "<id>/password/",
+                self.admin_site.admin_view(self.set_password_view),
+                name="routing_accesslistuser_password",
+            ),
+            *super().get_urls(),
+        ]
+
+    def set_password_view(self, request, id):
+        """Set a user's password with Django's SetPasswordForm (typed twice, validated)."""
+        user = self.get_object(request, unquote(id))
+        if user is None:
+            raise Http404("No such access list user.")
+        if not self.has_change_permission(request, user):
+            raise PermissionDenied
+        form = self.change_password_form(user, request.POST or None)
+        if request.method == "POST" and form.is_valid():
+            form.save()
+            self.log_change(request, user, "Changed the password.")
+            self.message_user(request, f"The password of {user} was changed.")
+            return HttpResponseRedirect(
+                reverse("admin:routing_accesslistuser_change", args=[user.pk])
+            )
+        context = {
+            **self.admin_site.each_context(request),
+            "title": f"Set the password of {user}",
+            "form": form,
+            "adminForm": admin.helpers.AdminForm(
+                form, [(None, {"fields": list(form.base_fields)})], {}
+            ),
+            "original": user,
+            "opts": self.opts,
+            "is_popup": False,
+            "add": True,
+            "change": False,
+            "has_delete_permission": False,
+            "has_change_permission": True,
+            "has_absolute_url": False,
+            "has_view_permission": True,
+            "has_editable_inline_admin_formsets": False,
+            "save_as": False,
+            "show_save": True,
+        }
+        return TemplateResponse(request, "admin/auth/user/change_password.html", context)

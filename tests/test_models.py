@@ -458,7 +458,10 @@ def test_a_row_needs_a_pool_that_exists(mango):
     }
     with pytest.raises(ValidationError) as caught:
         HostRule.objects.bulk_create([HostRule(host="www.mango.com")])
-    assert caught.value.message_dict == {"pool": ["This field cannot be null."]}
+    # A rule without a pool must redirect or respond instead.
+    assert caught.value.message_dict == {
+        "pool": ["A rule needs a pool, a redirect or a fixed response."]
+    }
 
 
 def test_an_upsert_meets_the_stored_row_by_its_one_spelling(mango, routing_rows):
