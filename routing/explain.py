@@ -3,7 +3,7 @@
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from . import actions
+from . import actions, guards
 from .models import HostRule, PathRule
 from .prefixes import prefix_segments
 from .resolver import normalise_host, path_segments, resolve, split_target
@@ -33,6 +33,11 @@ class Explanation:
     client: str | None = None  # the client address judged, if one was given
     upstream_target: str = ""  # path and query the backend would be asked for
     firewall: str = ""  # the firewall's verdict; "" when the rule has none
+    # What else stands before the answer: the rate limit and the access list.
+    guards: tuple = ()
+    # What answers when the guards let the request by: a sentence.
+    answer: str = ""
+    location: str = ""  # a redirect's Location
 
     @property
     def pool(self):
@@ -123,16 +128,57 @@ def explain(table, url, client=None):
         verdict = refusal or (
             "lets it through" if client is not None else "lets the path through (no client given)"
         )
+    rule_actions, location = match.route.actions, ""
     if refusal:
-        status = 403
+        status, answer = 403, "403 Forbidden"
+    elif rule_actions.redirect:
+        redirect = rule_actions.redirect
+        status = redirect.status
+        location = guards.redirect_location(redirect, match.upstream_path, query, "?" in target)
+        answer = f"{status} redirect to {location}"
+    elif rule_actions.respond:
+        respond = rule_actions.respond
+        status = respond.status
+        answer = f"{status} fixed response ({respond.content_type}, {len(respond.body)} bytes)"
     elif not match.route.pool.usable_backends:
-        status = 503
+        status, answer = 503, "503 No backend servers available."
     else:
-        status = 200
+        status, answer = 200, f"from a usable backend of pool {match.route.pool.name}"
     upstream_target = actions.upstream_target(
         match.route.actions, match.upstream_path, query, "?" in target
     )
-    return Explanation(url, host, path, status, match, candidates, client, upstream_target, verdict)
+    return Explanation(
+        url,
+        host,
+        path,
+        status,
+        match,
+        candidates,
+        client,
+        upstream_target,
+        verdict,
+        guards=tuple(guard_lines(rule_actions)),
+        answer=answer,
+        location=location,
+    )
+
+
+def guard_lines(rule_actions):
+    """Say what the rule's rate limit and access list ask of a request, a line each."""
+    limit = rule_actions.rate_limit
+    if limit:
+        scope = "each client address apart" if limit.by_client else "the whole rule"
+        yield (
+            f"rate limit: {1 / limit.interval:g} requests a second on average, "
+            f"{limit.burst} more at once, for {scope}; over it 429 Too Many Requests"
+        )
+    if rule_actions.access_list:
+        name = rule_actions.access_list.name
+        users = len(rule_actions.access_list.users)
+        yield (
+            f"access list {name}: HTTP Basic with one of its {users} users, else "
+            f'401 Unauthorized (WWW-Authenticate: Basic realm="{name}")'
+        )
 
 
 def judge(rule, host, decoded, match):

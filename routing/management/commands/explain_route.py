@@ -33,20 +33,21 @@ class Command(BaseCommand):
         else:
             match, pool = explanation.match, explanation.pool
             write(f"Rule      {match.route}")
-            write(f"Pool      {pool.name} ({pool.algorithm})")
-            write(f"Backend receives  {explanation.upstream_target}")
+            if pool:
+                write(f"Pool      {pool.name} ({pool.algorithm})")
+                write(f"Backend receives  {explanation.upstream_target}")
             for change in explanation.request_header_changes:
                 write(f"  request header  {change}")
             for change in explanation.response_header_changes:
                 write(f"  response header {change}")
             if explanation.firewall:
                 write(f"Firewall  {explanation.firewall}")
-            for backend in pool.backends:
+            for guard in explanation.guards:
+                write(f"Guard     {guard}")
+            for backend in pool.backends if pool else ():
                 write(f"  backend {backend.url}  weight {backend.weight}  {state(backend)}")
-            if explanation.status == 403:
-                write("Answer    403 Forbidden")
-            elif explanation.status == 503:
-                write("Answer    503 No backend servers available.")
+            if explanation.status != 200:
+                write(f"Answer    {explanation.answer}")
         write("Rules:")
         for candidate in explanation.candidates:
             write(f"  {'*' if candidate.wins else ' '} {candidate.rule}: {candidate.verdict}")
