@@ -145,11 +145,12 @@ def pool_rows(name, backend_urls, **fields):
 
 def rule_row(pool, host="", prefix=None, **fields):
     """A fixture row for a host rule, or a path rule when a prefix is given."""
+    pool = {} if pool is None else {"pool": [pool]}  # none: the rule redirects or responds
     if prefix is None:
-        return {"model": "routing.hostrule", "fields": {"host": host, "pool": [pool], **fields}}
+        return {"model": "routing.hostrule", "fields": {"host": host, **pool, **fields}}
     return {
         "model": "routing.pathrule",
-        "fields": {"host": host, "prefix": prefix, "pool": [pool], **fields},
+        "fields": {"host": host, "prefix": prefix, **pool, **fields},
     }
 
 
@@ -286,6 +287,50 @@ def demo_backends():
     finally:
         for server in servers:
             server.stop()
+
+
+class RedisServer:
+    """Debian's redis-server on a free loopback port, nothing saved to disk."""
+
+    def __init__(self, home):
+        self.home = home
+        with socket.socket() as probe:  # a free port; redis-server binds it by number
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.process = None
+        self.start()
+
+    def start(self):
+        self.process = subprocess.Popen(
+            ["redis-server", "--bind", "127.0.0.1", "--port", str(self.port)]
+            + ["--save", "", "--appendonly", "no", "--dir", str(self.home)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + STARTUP_TIMEOUT
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1) as conn:
+                    conn.sendall(b"PING\r\n")
+                    if conn.recv(16).startswith(b"+PONG"):
+                        return
+            except OSError:
+                pass
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"redis-server on port {self.port} did not start")
+            time.sleep(0.05)
+
+    def stop(self):
+        stop(self.process)
+
+
+@pytest.fixture(scope="module")
+def redis_server(tmp_path_factory):
+    """A Redis of the tests' own (stopped by its PID afterwards)."""
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    yield server
+    server.stop()
 
 
 @pytest.fixture

@@ -264,11 +264,13 @@ def test_a_bad_pool_name_is_an_error_at_its_place(routes):
         ),
         (
             "pools: {mango: {}}\nhosts: [{host: a.com, pool: mango, redirect_to: x}]\n",
-            "hosts[0].redirect_to: unknown key; a host rule takes host, pool, redirect, respond, enabled",
+            "hosts[0].redirect_to: unknown key; a host rule takes host, pool, redirect, "
+            "respond, enabled",
         ),
         (
             "pools: {mango: {}}\npaths: [{prefix: /a, pool: mango, limit: {}}]\n",
-            "paths[0].limit: unknown key; a path rule takes prefix, host, pool, redirect, respond, enabled",
+            "paths[0].limit: unknown key; a path rule takes prefix, host, pool, redirect, "
+            "respond, enabled",
         ),
         (
             "hosts: [{host: a.com, servers: [localhost:1], header_rules: {append: {}}}]\n",
