@@ -2,7 +2,6 @@
 
 from django.contrib import admin, messages
 from django.contrib.admin.utils import unquote
-from django.contrib.auth.forms import SetPasswordForm
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import Exists, OuterRef
 from django.http import Http404, HttpResponseRedirect
@@ -11,7 +10,7 @@ from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 
-from .forms import AccessListUserCreationForm, RuleForm
+from .forms import AccessListPasswordForm, AccessListUserCreationForm, RuleForm
 from .models import (
     ACTION_FIELDS,
     AccessList,
@@ -280,7 +279,7 @@ class AccessListUserAdmin(admin.ModelAdmin):
     add_form = AccessListUserCreationForm
     fields = ("access_list", "username", "password_link")
     readonly_fields = ("password_link",)
-    change_password_form = SetPasswordForm
+    change_password_form = AccessListPasswordForm
 
     @admin.display(description="Password")
     def password_link(self, user):

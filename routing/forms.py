@@ -443,3 +443,24 @@ class AccessListUserCreationForm(SetPasswordMixin, forms.ModelForm):
     def save(self, commit=True):
         self.instance.set_password(self.cleaned_data["password1"])
         return super().save(commit=commit)
+
+
+class AccessListPasswordForm(SetPasswordMixin, forms.Form):
+    """A new password for an access list user, typed twice: Django's admin password form,
+    without the switch to turn password login off (a user without one is deleted instead)."""
+
+    required_css_class = "required"
+    password1, password2 = SetPasswordMixin.create_password_fields()
+
+    def __init__(self, user, *args, **kwargs):
+        self.user = user
+        super().__init__(*args, **kwargs)
+        self.fields["password1"].widget.attrs["autofocus"] = True
+
+    def clean(self):
+        self.validate_passwords()
+        self.validate_password_for_user(self.user)
+        return super().clean()
+
+    def save(self, commit=True):
+        return self.set_password_and_save(self.user, commit=commit)

@@ -632,6 +632,13 @@ class AccessListUser(RoutingModel):
     def check_password(self, raw_password):
         return hashers.check_password(raw_password, self.password)
 
+    # What Django's admin password page asks of a user.
+    def has_usable_password(self):
+        return hashers.is_password_usable(self.password)
+
+    def get_username(self):
+        return self.username
+
 
 # A rule's actions besides its answer, in the order they act on a request (see actions.py).
 ACTION_FIELDS = (

@@ -52,6 +52,8 @@ return {1, 0}
 REDIS_RETRY_AFTER = 1.0
 # At most one log line about Redis failing per worker in this many seconds.
 REDIS_LOG_INTERVAL = 60.0
+# Seconds of rounding a sum of float intervals may carry.
+FLOAT_SLACK = 1e-9
 # Keys a worker counts by itself (without Redis) before it forgets idle ones.
 MAX_LOCAL_KEYS = 100_000
 
@@ -78,7 +80,7 @@ class LocalCounter:
     def take(self, key, interval, tolerance, now):
         with self.lock:
             tat = max(self.tats.get(key, now), now)
-            if tat - now > tolerance:
+            if tat - now > tolerance + FLOAT_SLACK:
                 return tat - tolerance - now
             self.tats[key] = tat + interval
             if len(self.tats) > MAX_LOCAL_KEYS:
