@@ -6,7 +6,7 @@ HTTPBIN_BIN := $(abspath .venv-httpbin)/bin
 PYTHON ?= python3
 export PATH := $(BIN):$(PATH)
 
-.PHONY: run test lint format up down clean chromium curl screenshots bench
+.PHONY: run test lint format up down clean chromium curl redis-server screenshots bench
 
 $(BIN)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -26,12 +26,17 @@ chromium:
 curl:
 	@command -v curl >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends curl ca-certificates; }
 
+# Rate limits shared by every worker are counted in Debian's Redis: `make run`
+# starts one beside the balancer, and the tests start their own.
+redis-server:
+	@command -v redis-server >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends redis-server; }
+
 # A secret key made once per checkout; honcho reads .env for every command.
 .env:
 	$(PYTHON) -c "import secrets; print('SECRET_KEY=' + secrets.token_urlsafe(50))" > $@
 
-## run: the balancer (traffic :8000, admin :8001) and four demo backends, with the demo routes
-run: $(BIN)/.installed .env
+## run: the balancer (traffic :8000, admin :8001), Redis (:6380) and four demo backends, with the demo routes
+run: $(BIN)/.installed .env redis-server
 	honcho run python manage.py migrate --noinput
 	honcho run python manage.py load_demo_routes
 	honcho run python manage.py ensure_admin
@@ -40,7 +45,7 @@ run: $(BIN)/.installed .env
 	honcho start
 
 ## test: lint, then the whole test suite
-test: $(BIN)/.installed $(HTTPBIN_BIN)/.installed chromium curl lint
+test: $(BIN)/.installed $(HTTPBIN_BIN)/.installed chromium curl redis-server lint
 	HTTPBIN_GUNICORN=$(HTTPBIN_BIN)/gunicorn pytest
 
 ## screenshots: refresh the admin screenshots in docs/ from the browser test

@@ -23,7 +23,7 @@ BACKENDS = {
     "apple1": ("apple", 9081),
     "apple2": ("apple", 9082),
 }
-SERVICES = {*BACKENDS, "migrate", "healthcheck", "balancer"}
+SERVICES = {*BACKENDS, "migrate", "healthcheck", "balancer", "redis"}
 
 # Variables the Compose file reads; COMPOSE_* variables are dropped as well.
 INHERITED_VARIABLES = {"SECRET_KEY", "ADMIN_HOSTS", "POSTGRES_PASSWORD"}
@@ -215,3 +215,15 @@ def test_postgres_variant_runs_two_replicas_on_one_database():
     # Migrations still run once, before the replicas, by name of the services.
     assert balancer["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
     assert "load_demo_routes fruit_routes_compose" in command_line(services["migrate"])
+
+
+def test_the_balancer_counts_rate_limits_in_the_redis_service():
+    services = compose_config()["services"]
+    balancer = services["balancer"]
+    assert balancer["environment"]["REDIS_URL"] == "redis://redis:6379/0"
+    assert balancer["depends_on"]["redis"]["condition"] == "service_healthy"
+    assert services["redis"]["image"].startswith("redis:")
+    assert "redis-cli" in services["redis"]["healthcheck"]["test"]
+    # The replicas of the PostgreSQL variant share it too.
+    scaled = compose_config(POSTGRES_FILES, POSTGRES_PASSWORD="pw")["services"]["balancer"]
+    assert scaled["environment"]["REDIS_URL"] == "redis://redis:6379/0"

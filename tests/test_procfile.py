@@ -3,6 +3,7 @@
 import os
 import secrets
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -22,6 +23,8 @@ PORTS = {
     "balancer": 8000,
     "balancer's admin": 8001,
 }
+# Where `make run`'s Redis listens (REDIS_URL of the balancer in the Procfile).
+REDIS_PORT = 6380
 HONCHO = os.path.join(os.path.dirname(sys.executable), "honcho")
 BOUND = 30
 
@@ -71,6 +74,11 @@ def test_procfile_runs_demo_and_ctrl_c_stops_it_all(run_env):
         assert admin.status_code == 200 and 'id="login-form"' in admin.text
         started = processes_of(run_env)
         assert any(b"healthcheck" in cmdline for cmdline in started.values())
+        # Redis beside the balancer, where its rate limits are counted.
+        assert any(b"redis-server" in cmdline for cmdline in started.values())
+        with socket.create_connection(("127.0.0.1", REDIS_PORT), timeout=2) as redis:
+            redis.sendall(b"PING\r\n")
+            assert redis.recv(16).startswith(b"+PONG")
         # The health checker ran: the demo backends have been checked.
         deadline = time.monotonic() + BOUND
         while not checked_backends(run_env):
