@@ -61,7 +61,7 @@ format: $(BIN)/.installed
 	ruff format .
 
 ## bench: the balancer beside nginx (wrk, loopback only), its capacity on slow backends, then route resolution
-bench: $(BIN)/.installed
+bench: $(BIN)/.installed redis-server
 	@command -v wrk >/dev/null && command -v nginx >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends wrk nginx; }
 	python -m bench.run
 	python -m bench.capacity

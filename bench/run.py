@@ -5,7 +5,9 @@ Starts two demo backends, the balancer exactly as production runs it
 and nginx as a reference reverse proxy; runs bounded wrk runs at concurrency
 1, 8 and 64 against a backend directly, the balancer by host rule, the
 balancer by path rule, the balancer by a host rule with actions (two
-request headers set, a query parameter set, a path rewrite), and nginx.
+request headers set, a query parameter set, a path rewrite), the balancer
+by a host rule with a rate limit counted in Redis (a redis-server of the
+run's own; the limit is never reached), and nginx.
 Four references put the balancer's cost in proportion: a trivial app, a
 raw urllib3 proxy and a bare Django view with requests under the same
 gunicorn settings (bench/references.py,
@@ -63,7 +65,17 @@ BENCH_ACTIONS = {
     "query": {"set": {"source": "bench"}},
     "rewrite": [{"pattern": "^/v1/", "replacement": "/v2/"}],
 }
-CASES = ("direct", "balancer_host_rule", "balancer_path_rule", "balancer_actions_rule", "nginx")
+# The rate limit of the balancer_rate_limited_rule case: counted in Redis on
+# every request, never reached.
+BENCH_RATE_LIMIT = {"requests": 1_000_000, "per": 1, "burst": 1_000_000}
+CASES = (
+    "direct",
+    "balancer_host_rule",
+    "balancer_path_rule",
+    "balancer_actions_rule",
+    "balancer_rate_limited_rule",
+    "nginx",
+)
 
 NGINX_CONF = """
 worker_processes 1;
@@ -170,6 +182,25 @@ def find_nginx():
         if not shutil.which(tool) and not Path(f"/usr/sbin/{tool}").exists():
             raise SystemExit(f"{tool} is missing: apt-get install {tool} (make bench does)")
     return shutil.which("nginx") or "/usr/sbin/nginx"
+
+
+def start_redis(port):
+    """Start Debian's redis-server on a loopback port, saving nothing; return the process."""
+    if not shutil.which("redis-server"):
+        raise SystemExit("redis-server is missing: apt-get install redis-server (make bench does)")
+    redis = start(
+        ["redis-server", "--bind", "127.0.0.1", "--port", str(port)]
+        + ["--save", "", "--appendonly", "no"]
+    )
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return redis
+        except OSError:
+            if time.monotonic() > deadline:
+                raise SystemExit("redis-server did not start") from None
+            time.sleep(0.05)
 
 
 def prepare_balancer(home, rows):
@@ -307,8 +338,19 @@ def main():
                 "model": "routing.hostrule",
                 "fields": {"host": "actions.bench.test", "pool": ["mango"], **BENCH_ACTIONS},
             },
+            {
+                "model": "routing.hostrule",
+                "fields": {
+                    "host": "ratelimit.bench.test",
+                    "pool": ["mango"],
+                    "rate_limit": BENCH_RATE_LIMIT,
+                },
+            },
         ]
+        redis_port = free_port()
+        processes.append(start_redis(redis_port))
         env = prepare_balancer(home, rows)
+        env["REDIS_URL"] = f"redis://127.0.0.1:{redis_port}/0"
         balancer, balancer_port, admin_port = start_balancer(env, home)
         processes.append(balancer)
         wait_for(f"http://127.0.0.1:{admin_port}/healthz")
@@ -352,6 +394,11 @@ def main():
                 "actions.bench.test",
                 balancer.pid,
             ),
+            "balancer_rate_limited_rule": (
+                f"http://127.0.0.1:{balancer_port}/",
+                "ratelimit.bench.test",
+                balancer.pid,
+            ),
             "nginx": (f"http://127.0.0.1:{nginx_port}/", "bench.test", None),
         }
         # Warm every path (connections, route table) before measuring.
@@ -369,7 +416,12 @@ def main():
         rounds = []
         for number in range(CPU_ROUNDS):
             contenders = {
-                name: cases[name] for name in ("balancer_host_rule", "balancer_actions_rule")
+                name: cases[name]
+                for name in (
+                    "balancer_host_rule",
+                    "balancer_actions_rule",
+                    "balancer_rate_limited_rule",
+                )
             }
             contenders.update(references)
             rounds.append(
@@ -450,7 +502,8 @@ def report(results, rounds, propagation):
         )
     host = "balancer_host_rule"
     actions = "balancer_actions_rule"
-    names = [host, actions, *REFERENCES]
+    limited = "balancer_rate_limited_rule"
+    names = [host, actions, limited, *REFERENCES]
     lines += [
         "",
         f"CPU ms per request at concurrency {CPU_CONCURRENCY}, {CPU_ROUNDS} rounds taking turns:",
@@ -474,6 +527,8 @@ def report(results, rounds, propagation):
         "cpu_vs_django_requests_proxy": ratio_to("django_requests_proxy"),
         "actions_rule_cpu_ms_per_request": cpu[actions],
         "actions_rule_cpu_vs_plain_rule": ratio_to(host, actions),
+        "rate_limited_rule_cpu_ms_per_request": cpu[limited],
+        "rate_limited_rule_cpu_vs_plain_rule": ratio_to(host, limited),
         "throughput_vs_nginx_at_64": results[f"{host}@64"]["rps_vs_nginx"],
         "added_p50_ms_at_1": results[f"{host}@1"]["added_p50_ms"],
         **{
@@ -502,6 +557,13 @@ def report(results, rounds, propagation):
             summary["actions_rule_cpu_vs_plain_rule"],
             "<=",
             1.10,
+            "x",
+        ),
+        Target(
+            "CPU per request of a rule with a rate limit counted in Redis vs a plain host rule",
+            summary["rate_limited_rule_cpu_vs_plain_rule"],
+            "<=",
+            1.15,
             "x",
         ),
         Target(
@@ -535,6 +597,8 @@ def report(results, rounds, propagation):
         f"{cpu['gunicorn_floor']:.3f} ms",
         f"A host rule with actions: {cpu[actions]:.3f} ms "
         f"({summary['actions_rule_cpu_vs_plain_rule']:.3f}x the plain host rule)",
+        f"A host rule with a rate limit counted in Redis: {cpu[limited]:.3f} ms "
+        f"({summary['rate_limited_rule_cpu_vs_plain_rule']:.3f}x the plain host rule)",
         "Added p50 latency at concurrency 1 in this run: the tutorial's Flask proxy "
         f"{summary['tutorial_flask_proxy_added_p50_ms_at_1']:.2f} ms, the raw urllib3 proxy "
         f"{summary['urllib3_proxy_added_p50_ms_at_1']:.2f} ms, the bare Django view "
