@@ -16,6 +16,7 @@ from django.contrib.auth import hashers
 
 from . import ratelimit
 from .errors import TooManyRequests, Unauthorized
+from .responses import fixed_response, redirect_response
 
 logger = logging.getLogger(__name__)
 
@@ -97,6 +98,20 @@ def basic_credentials(authorization):
         return None
     username, colon, password = decoded.partition(":")
     return (username, password) if colon else None
+
+
+def rule_answer(match, request):
+    """Return (action, response) of a rule that redirects or responds by itself."""
+    rule_actions = match.route.actions
+    if rule_actions.redirect:
+        redirect = rule_actions.redirect
+        location = redirect_location(
+            redirect, match.upstream_path, request.query, "?" in request.target
+        )
+        return "redirect", redirect_response(
+            redirect.status, location, rule_actions.response_headers
+        )
+    return "respond", fixed_response(rule_actions.respond, rule_actions.response_headers)
 
 
 def redirect_location(redirect, upstream_path, query, has_query):

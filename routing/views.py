@@ -5,17 +5,11 @@ import logging
 from .actions import enforce_firewall
 from .attempts import send_to_pool
 from .errors import NoRoute, ProxyError
-from .guards import enforce_access_list, enforce_rate_limit, redirect_location
+from .guards import enforce_access_list, enforce_rate_limit, rule_answer
 from .inbound import ClientRequest
 from .observe import Exchange
 from .resolver import resolve
-from .responses import (
-    ProxiedResponse,
-    error_response,
-    fixed_response,
-    redirect_response,
-    tunnel_response,
-)
+from .responses import ProxiedResponse, error_response, tunnel_response
 from .table import get_route_table
 
 logger = logging.getLogger(__name__)
@@ -60,21 +54,15 @@ def serve(request, exchange):
     if match is None:
         raise NoRoute()
     route, rule_actions = match.route, match.route.actions
-    exchange.rule, exchange.pool, exchange.actions = route.label, route.target, rule_actions
+    exchange.rule, exchange.actions = route.label, rule_actions
+    if route.pool:
+        exchange.pool = route.pool.name
     enforce_firewall(rule_actions.firewall, request.client, request.path)
     enforce_rate_limit(route, request.client)
     enforce_access_list(rule_actions.access_list, request.authorization, request.client)
-    if rule_actions.redirect:
-        exchange.action = "redirect"
-        location = redirect_location(
-            rule_actions.redirect, match.upstream_path, request.query, "?" in request.target
-        )
-        return redirect_response(
-            rule_actions.redirect.status, location, rule_actions.response_headers
-        )
-    if rule_actions.respond:
-        exchange.action = "respond"
-        return fixed_response(rule_actions.respond, rule_actions.response_headers)
+    if rule_actions.redirect or rule_actions.respond:
+        exchange.action, response = rule_answer(match, request)
+        return response
     upstream, header_list = send_to_pool(request, match, exchange)
     if upstream.status == 101:  # a WebSocket handshake the backend accepted
         return tunnel_response(upstream, header_list, request.environ["gunicorn.socket"])

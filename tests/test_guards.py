@@ -11,6 +11,7 @@ from django.core import checks
 from django.core.exceptions import ValidationError
 from django.core.management import call_command
 from django.core.management.base import CommandError
+from prometheus_client import REGISTRY
 
 from routing import guards, ratelimit
 from routing.explain import explain
@@ -435,3 +436,21 @@ def test_an_access_list_changed_in_the_file_changes_its_users():
     assert "~ user alice (staff): password changed" in output
     assert "one" not in output.replace("done", "")
     assert AccessListUser.objects.get().check_password("two")
+
+
+def test_the_admin_pages_show_rules_that_answer_by_themselves(admin_client, mango):
+    PathRule.objects.create(prefix="/old", redirect={"to": "https://new.test", "status": 308})
+    page = admin_client.get("/admin/routing/explain/", {"url": "http://a.test/old/x"})
+    html = page.content.decode()
+    assert "308 redirect to https://new.test" in html
+    assert "Backend receives" not in html
+    table = admin_client.get("/admin/routing/table/").content.decode()
+    assert "redirect https://new.test" in table
+
+
+def test_a_firewalls_403_is_counted_as_a_refusal(client, mango):
+    HostRule.objects.create(host="a.test", pool=mango, firewall={"deny": ["127.0.0.1"]})
+    labels = {"rule": "host rule a.test → mango", "cause": "firewall"}
+    before = REGISTRY.get_sample_value("lb_refused_total", labels) or 0
+    assert client.get("/", headers={"Host": "a.test"}, REMOTE_ADDR="127.0.0.1").status_code == 403
+    assert REGISTRY.get_sample_value("lb_refused_total", labels) == before + 1

@@ -199,6 +199,8 @@ def test_each_client_address_has_its_own_budget_and_429_says_when_to_retry(balan
     assert (status, body) == (429, b"Too Many Requests")
     assert 55 <= int(headers["Retry-After"]) <= 60
     assert get(balancer, "/", "slow.test", "127.0.0.4")[0] == 200
+    line = wait_for_log(balancer, "status=429").split("status=429")[1].splitlines()[0]
+    assert "action=rate_limit" in line
 
 
 def test_refusals_are_counted_by_rule_and_cause(balancer):
