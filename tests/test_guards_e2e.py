@@ -12,9 +12,17 @@ import time
 
 import pytest
 import requests
+import yaml
 from django.contrib.auth.hashers import make_password
 
-from .conftest import Balancer, balancer_environment, metric, pool_rows, rule_row
+from .conftest import (
+    Balancer,
+    balancer_environment,
+    manage_output,
+    metric,
+    pool_rows,
+    rule_row,
+)
 
 BOUND = 5
 ALICE = "Basic " + base64.b64encode(b"alice:s3cret pass").decode()
@@ -66,6 +74,7 @@ def balancer(tmp_path_factory, demo_backends, redis_server):
     home = tmp_path_factory.mktemp("guards")
     env = balancer_environment(home, rows, REDIS_URL=redis_server.url)
     server = Balancer(env, workers=2, log_path=home / "balancer.log")
+    server.env = env
     yield server
     server.stop()
 
@@ -160,6 +169,22 @@ def test_an_authenticated_client_is_not_held_to_the_password_hashs_pace(balancer
         )
         assert response.status_code == 200
     assert time.monotonic() - started < 10
+
+
+def test_the_routes_file_round_trip_keeps_every_guard_and_answer(balancer):
+    exported = manage_output(balancer.env, "export_routes")
+    document = yaml.safe_load(exported)
+    assert document["access_lists"]["staff"]["users"]["alice"].startswith("pbkdf2_sha256$")
+    rules = {
+        rule.get("host") or rule["prefix"]: rule for rule in document["hosts"] + document["paths"]
+    }
+    assert rules["old.example.com"]["redirect"]["keep_path"] is True
+    assert rules["maintenance.test"]["respond"]["status"] == 503
+    assert rules["staff.test"]["access_list"] == "staff"
+    assert rules["limited.test"]["rate_limit"] == {"requests": 5, "per": 1, "burst": 5}
+    assert manage_output(balancer.env, "import_routes", "-", input=exported) == "No changes.\n"
+    status, _headers, _body = get(balancer, "/echo", "staff.test", headers={"Authorization": ALICE})
+    assert status == 200
 
 
 def hammer(balancer, host, source, seconds, threads=4):
