@@ -93,6 +93,10 @@ ACCESS_LOG_FLUSH = float(os.environ.get("ACCESS_LOG_FLUSH", "1"))
 # Where rate limits are counted, shared by every worker and instance, e.g.
 # redis://127.0.0.1:6379/0. Empty: each worker counts on its own.
 REDIS_URL = os.environ.get("REDIS_URL", "")
+if REDIS_URL and not REDIS_URL.startswith(("redis://", "rediss://", "unix://")):
+    raise ImproperlyConfigured(
+        "REDIS_URL is a redis://, rediss:// or unix:// URL, e.g. redis://127.0.0.1:6379/0."
+    )
 # Seconds a request waits for Redis (connecting, then answering) before it
 # passes uncounted.
 REDIS_TIMEOUT = float(os.environ.get("REDIS_TIMEOUT", "0.25"))

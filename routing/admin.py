@@ -172,8 +172,8 @@ class RuleAdmin(admin.ModelAdmin):
                 "Answer",
                 {
                     "fields": ["answer", "pool", "redirect", "respond"],
-                    "description": "Choose one: the pool (its box is used), a "
-                    "redirect or a fixed response; the boxes of the others are ignored.",
+                    "description": "Forward to the pool (the usual), or answer "
+                    "here with a redirect or a fixed response: only the chosen one is kept.",
                 },
             ),
             (

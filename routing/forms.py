@@ -171,10 +171,6 @@ class PartsField(forms.MultiValueField):
         return self._compress(*(data_list or [None] * len(self.fields)))
 
 
-def without_empty(**values):
-    return {key: value for key, value in values.items() if value not in (None, "")}
-
-
 def redirect_field(**kwargs):
     statuses = [(status, str(status)) for status in REDIRECT_STATUSES]
 
@@ -255,7 +251,7 @@ def rate_limit_field(**kwargs):
     def compress(requests, per, burst, by):
         if requests is None:
             return {}
-        return without_empty(requests=requests, per=per or 1, burst=burst or 0, by=by or "client")
+        return {"requests": requests, "per": per or 1, "burst": burst or 0, "by": by or "client"}
 
     def decompress(value):
         return [value.get("requests"), value.get("per"), value.get("burst"), value.get("by")]
