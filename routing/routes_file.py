@@ -578,17 +578,19 @@ class Plan:
         return sorted(items, key=lambda item: order[id(entry_of(item))])
 
 
-def plan_import(entries):
-    """Compare checked entries with the stored table; return the Plan that makes them equal."""
-    stored = {
-        stored_key(row): row
-        for row in [
+def plan_import(entries, stored_rows=None):
+    """Compare checked entries with the stored table; return the Plan that makes them equal.
+
+    stored_rows: the rows to compare with instead of the database's (document_rows()).
+    """
+    if stored_rows is None:
+        stored_rows = [
             *Pool.objects.all(),
             *Backend.objects.select_related("pool"),
             *HostRule.objects.select_related("pool"),
             *PathRule.objects.select_related("pool"),
         ]
-    }
+    stored = {stored_key(row): row for row in stored_rows}
     plan = Plan(entries=entries)
     wanted = set()
     for entry in entries:
@@ -612,6 +614,21 @@ def plan_import(entries):
         key=lambda row: (kinds.index(type(row)), stored_key(row)[1:]),
     )
     return plan
+
+
+def document_rows(document):
+    """Return the unsaved rows a routes file's document describes, each with its pool.
+
+    For comparing two files (plan_import(entries, document_rows(other)))
+    without the database. Raises RoutesFileError as an import would.
+    """
+    entries = document_entries(document)
+    check_entries(entries)
+    pools = {entry.row.name: entry.row for entry in entries if entry.model is Pool}
+    for entry in entries:
+        if entry.model is not Pool:
+            entry.row.pool = pools[entry.pool]
+    return [entry.row for entry in entries]
 
 
 def entry_of(item):

@@ -5,6 +5,7 @@ from django.db.models.signals import post_delete, post_save, pre_save
 from django.dispatch import receiver
 
 from .models import Backend, HostRule, PathRule, Pool, RoutingVersion, routing_changed
+from .revisions import schedule_revision
 from .table import clear_route_table
 
 
@@ -34,3 +35,9 @@ def forget_route_table(sender, **kwargs):
     """
     clear_route_table()
     transaction.on_commit(clear_route_table)
+
+
+@receiver(routing_changed)
+def record_revision_at_commit(sender, **kwargs):
+    """Have the transaction record the table as a revision when it commits."""
+    schedule_revision()

@@ -1,0 +1,152 @@
+"""The routing table's history: one revision per committed change, rollback to one."""
+
+import io
+import json
+
+import pytest
+from django.core.management import call_command
+from django.db import transaction
+
+from routing.health import run_checks
+from routing.models import Backend, HostRule, PathRule, Pool, Revision, RoutingVersion
+from routing.revisions import roll_back
+from routing.routes_file import export_routes, read_routes_file
+
+from .conftest import pool_rows, rule_row
+
+# Revisions are written when a transaction commits: these tests commit.
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def summaries():
+    return [revision.summary for revision in Revision.objects.order_by("number")]
+
+
+@pytest.fixture
+def apple():
+    """Pools apple and mango, and www.mango.com routed to apple: revision 1."""
+    with transaction.atomic():
+        apple = Pool.objects.create(name="apple")
+        mango = Pool.objects.create(name="mango")
+        Backend.objects.create(pool=apple, url="http://127.0.0.1:9081")
+        Backend.objects.create(pool=mango, url="http://127.0.0.1:8081")
+        HostRule.objects.create(host="www.mango.com", pool=apple)
+    return apple
+
+
+def test_a_transaction_makes_one_revision_with_the_whole_table(apple):
+    assert summaries() == [
+        "+ pool apple\n+ backend http://127.0.0.1:9081 (apple)\n+ pool mango\n"
+        "+ backend http://127.0.0.1:8081 (mango)\n+ host www.mango.com"
+    ]
+    revision = Revision.objects.get()
+    assert revision.number == 1 and revision.user is None
+    assert read_routes_file(revision.routes) == export_routes()
+
+
+def test_each_write_outside_a_transaction_makes_its_own_revision(apple):
+    rule = HostRule.objects.get()
+    rule.pool = Pool.objects.get(name="mango")
+    rule.save()
+    PathRule.objects.create(prefix="/apple", pool=apple)
+    assert summaries()[1:] == ["~ host www.mango.com: pool apple -> mango", "+ path /apple"]
+    assert list(Revision.objects.values_list("number", flat=True)) == [3, 2, 1]  # newest first
+
+
+def test_a_write_that_changes_nothing_makes_no_revision(apple):
+    version = RoutingVersion.current()
+    apple.save()
+    Backend.objects.filter(pool=apple).update(weight=1)
+    assert RoutingVersion.current() > version  # the workers were told all the same
+    assert Revision.objects.count() == 1
+
+
+def test_a_rolled_back_transaction_makes_no_revision(apple):
+    with pytest.raises(RuntimeError), transaction.atomic():
+        Pool.objects.create(name="kiwi")
+        raise RuntimeError
+    call_command(
+        "import_routes", "-", "--dry-run", stdin=io.StringIO("pools: {}"), stdout=io.StringIO()
+    )
+    assert Revision.objects.count() == 1
+
+
+def test_loaddata_makes_one_revision(tmp_path):
+    fixture = tmp_path / "routes.json"
+    rows = [*pool_rows("kiwi", ["http://127.0.0.1:7001", "http://127.0.0.1:7002"])]
+    rows.append(rule_row("kiwi", host="www.kiwi.com"))
+    fixture.write_text(json.dumps(rows))
+    call_command("loaddata", str(fixture), verbosity=0)
+    assert summaries() == [
+        "+ pool kiwi\n+ backend http://127.0.0.1:7001 (kiwi)\n"
+        "+ backend http://127.0.0.1:7002 (kiwi)\n+ host www.kiwi.com"
+    ]
+
+
+def test_an_import_makes_one_revision(apple):
+    routes = export_routes()
+    routes["pools"]["mango"]["read_timeout"] = 5.0
+    del routes["pools"]["apple"]
+    routes["hosts"][0]["pool"] = "mango"
+    call_command("import_routes", "-", stdin=io.StringIO(json.dumps(routes)), stdout=io.StringIO())
+    assert summaries()[1:] == [
+        "- backend http://127.0.0.1:9081 (apple)\n- pool apple\n"
+        "~ pool mango: read_timeout 10.0 -> 5.0\n~ host www.mango.com: pool apple -> mango"
+    ]
+
+
+def test_health_checks_make_no_revision(apple, closed_port_url):
+    backend = Backend.objects.get(pool=apple)
+    Backend.objects.filter(pk=backend.pk).update(url=closed_port_url)
+    assert Revision.objects.count() == 2
+    version = RoutingVersion.current()
+    run_checks()
+    backend.refresh_from_db()
+    assert not backend.healthy  # the check flipped it, and told the workers
+    assert RoutingVersion.current() > version
+    assert Revision.objects.count() == 2
+
+
+def test_rollback_restores_the_table_as_a_new_revision(apple):
+    first = Revision.objects.get()
+    mango = Pool.objects.get(name="mango")
+    HostRule.objects.filter(host="www.mango.com").update(pool=mango)
+    PathRule.objects.create(prefix="/new", pool=mango)
+    assert roll_back(first, dry_run=True) == [
+        "- path /new",
+        "~ host www.mango.com: pool mango -> apple",
+    ]
+    assert Revision.objects.count() == 3  # a dry run writes nothing
+    changes = roll_back(first)
+    assert changes == ["- path /new", "~ host www.mango.com: pool mango -> apple"]
+    latest = Revision.objects.first()
+    assert latest.number == 4
+    assert latest.summary == "rollback to 1\n- path /new\n~ host www.mango.com: pool mango -> apple"
+    assert latest.routes == first.routes
+    assert not PathRule.objects.exists()
+
+
+def test_a_change_in_the_admin_names_its_user(admin_client, admin_user, apple):
+    response = admin_client.post(
+        "/admin/routing/pathrule/add/",
+        {"prefix": "/apple", "pool": apple.pk, "enabled": "on", "strip_prefix": "on"},
+    )
+    assert response.status_code == 302, response.content.decode()
+    latest = Revision.objects.first()
+    assert (latest.number, latest.user, latest.summary) == (2, admin_user, "+ path /apple")
+
+
+def test_routes_history_and_rollback_routes_commands(apple):
+    PathRule.objects.create(prefix="/new", pool=apple)
+    history = io.StringIO()
+    call_command("routes_history", stdout=history)
+    lines = history.getvalue().splitlines()
+    assert lines[0].startswith("revision 2  ") and lines[1] == "  + path /new"
+    assert lines[2].startswith("revision 1  ") and lines[3] == "  + pool apple"
+    output = io.StringIO()
+    call_command("rollback_routes", "1", stdout=output)
+    assert output.getvalue().splitlines() == [
+        "- path /new",
+        "Rolled back to revision 1: revision 3.",
+    ]
+    assert Revision.objects.first().summary == "rollback to 1\n- path /new"
