@@ -6,7 +6,7 @@ serializer and a viewset of a few lines, registered in urls.py.
 
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
-from rest_framework import serializers, status, viewsets
+from rest_framework import serializers, viewsets
 from rest_framework.decorators import action
 from rest_framework.renderers import BrowsableAPIRenderer, JSONRenderer
 from rest_framework.response import Response
@@ -128,7 +128,10 @@ class RoutesView(APIView):
     renderer_classes = [YAMLRenderer, JSONRenderer]
 
     @extend_schema(
-        responses={(200, "application/yaml"): OpenApiTypes.OBJECT, (200, "application/json"): OpenApiTypes.OBJECT},
+        responses={
+            (200, "application/yaml"): OpenApiTypes.OBJECT,
+            (200, "application/json"): OpenApiTypes.OBJECT,
+        },
         summary="The whole table as a routes file (YAML; JSON with Accept: application/json).",
     )
     def get(self, request):
