@@ -4,6 +4,7 @@ import io
 import json
 
 import pytest
+from django.contrib.auth.models import Permission
 from django.core.management import call_command
 from django.db import transaction
 
@@ -12,7 +13,7 @@ from routing.models import Backend, HostRule, PathRule, Pool, Revision, RoutingV
 from routing.revisions import roll_back
 from routing.routes_file import export_routes, read_routes_file
 
-from .conftest import pool_rows, rule_row
+from .conftest import AdminListenerClient, pool_rows, rule_row
 
 # Revisions are written when a transaction commits: these tests commit.
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -150,3 +151,54 @@ def test_routes_history_and_rollback_routes_commands(apple):
         "Rolled back to revision 1: revision 3.",
     ]
     assert Revision.objects.first().summary == "rollback to 1\n- path /new"
+
+
+def test_the_history_page_lists_revisions_with_their_changes(admin_client, apple):
+    PathRule.objects.create(prefix="/new", pool=apple)
+    page = admin_client.get("/admin/routing/history/").content.decode()
+    assert page.index('id="revision-2"') < page.index('id="revision-1"')  # newest first
+    assert "+ path /new" in page and "+ host www.mango.com" in page
+    assert 'href="/admin/routing/history/1/rollback/"' in page
+    assert 'href="/admin/routing/history/2/rollback/"' not in page  # the current table
+    assert 'href="/admin/routing/history/"' in admin_client.get("/admin/").content.decode()
+
+
+def test_rollback_in_the_admin_shows_the_changes_then_asks(admin_client, admin_user, apple):
+    PathRule.objects.create(prefix="/new", pool=apple)
+    preview = admin_client.get("/admin/routing/history/1/rollback/")
+    assert "- path /new" in preview.content.decode()
+    assert 'type="submit"' in preview.content.decode()
+    assert PathRule.objects.exists() and Revision.objects.count() == 2
+    done = admin_client.post("/admin/routing/history/1/rollback/")
+    assert done.status_code == 302 and done.headers["Location"] == "/admin/routing/history/"
+    assert not PathRule.objects.exists()
+    latest = Revision.objects.first()
+    assert (latest.number, latest.user, latest.summary) == (
+        3,
+        admin_user,
+        "rollback to 1\n- path /new",
+    )
+
+
+def test_rollback_in_the_admin_needs_change_permission_on_the_table(
+    admin_site, django_user_model, apple
+):
+    user = django_user_model.objects.create_user("viewer", is_staff=True)
+    user.user_permissions.set(Permission.objects.filter(codename__startswith="view_"))
+    admin_site.force_login(user)
+    PathRule.objects.create(prefix="/new", pool=apple)
+    page = admin_site.get("/admin/routing/history/")
+    assert page.status_code == 200 and "Roll back to this" not in page.content.decode()
+    assert admin_site.get("/admin/routing/history/1/rollback/").status_code == 403
+    assert admin_site.post("/admin/routing/history/1/rollback/").status_code == 403
+    assert PathRule.objects.exists()
+    user.user_permissions.clear()
+    assert admin_site.get("/admin/routing/history/").status_code == 403
+
+
+def test_a_rollback_without_the_csrf_token_is_refused(admin_user, apple):
+    browser = AdminListenerClient(enforce_csrf_checks=True)
+    browser.force_login(admin_user)
+    PathRule.objects.create(prefix="/new", pool=apple)
+    assert browser.post("/admin/routing/history/1/rollback/").status_code == 403
+    assert PathRule.objects.exists() and Revision.objects.count() == 2
