@@ -72,24 +72,19 @@ def acting_user_id():
     return user.pk if user is not None and user.is_authenticated else None
 
 
-class PendingRevision:
-    """The revision a transaction records when it commits: who made it, and why."""
-
-    def __init__(self, user_id, note):
-        self.user_id = user_id
-        self.note = note
-
-    def __call__(self):
-        record_revision(self.user_id, self.note)
-
-
 def schedule_revision():
     """Record a revision when the current transaction commits, once per transaction."""
     pending = getattr(connection, "run_on_commit", [])  # (savepoints, callback, robust)
-    if any(isinstance(callback, PendingRevision) for _ids, callback, _robust in pending):
+    if any(getattr(callback, "records_revision", False) for _ids, callback, _robust in pending):
         return
+    user_id, note = acting_user_id(), _note.get()
+
+    def record():
+        record_revision(user_id, note)
+
+    record.records_revision = True
     # Robust: a history that cannot be written never undoes the change itself.
-    transaction.on_commit(PendingRevision(acting_user_id(), _note.get()), robust=True)
+    transaction.on_commit(record, robust=True)
 
 
 def record_revision(user_id=None, note=""):

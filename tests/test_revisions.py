@@ -202,3 +202,13 @@ def test_a_rollback_without_the_csrf_token_is_refused(admin_user, apple):
     PathRule.objects.create(prefix="/new", pool=apple)
     assert browser.post("/admin/routing/history/1/rollback/").status_code == 403
     assert PathRule.objects.exists() and Revision.objects.count() == 2
+
+
+def test_a_revision_that_cannot_be_written_leaves_the_change_and_logs(monkeypatch, caplog):
+    def broken():
+        raise RuntimeError("the database went away")
+
+    monkeypatch.setattr("routing.revisions.export_routes", broken)
+    Pool.objects.create(name="kiwi")
+    assert Pool.objects.filter(name="kiwi").exists() and not Revision.objects.exists()
+    assert "the database went away" in caplog.text

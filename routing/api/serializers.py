@@ -11,7 +11,7 @@ from django.core.exceptions import ValidationError as DjangoValidationError
 from rest_framework import serializers
 
 from routing.models import Backend, HostRule, PathRule, Pool, Revision
-from routing.routes_file import HEALTH_STATE_FIELDS
+from routing.routes_file import HEALTH_STATE_FIELDS, field_names
 
 from .errors import validation_detail
 
@@ -42,6 +42,12 @@ class ModelCheckedSerializer(serializers.ModelSerializer):
             field_class = serializers.SlugRelatedField
             kwargs["slug_field"] = NAME_FIELD
         return field_class, kwargs
+
+    def get_field_names(self, declared_fields, info):
+        """The routes file's order: the identifying fields first, then the model's."""
+        names = super().get_field_names(declared_fields, info)
+        order = ["id", *field_names(self.Meta.model)]
+        return sorted(names, key=lambda name: order.index(name) if name in order else len(order))
 
     def get_fields(self):
         fields = super().get_fields()
@@ -92,6 +98,14 @@ class RevisionSerializer(serializers.ModelSerializer):
     class Meta:
         model = Revision
         fields = ["id", "number", "created_at", "user", "summary", "routes"]
+        read_only_fields = fields
+
+
+class RevisionListSerializer(RevisionSerializer):
+    """A revision in the list: its table is in its own page (/api/revisions/{id}/)."""
+
+    class Meta(RevisionSerializer.Meta):
+        fields = [name for name in RevisionSerializer.Meta.fields if name != "routes"]
         read_only_fields = fields
 
 

@@ -27,6 +27,7 @@ from .serializers import (
     ImportResultSerializer,
     PathRuleSerializer,
     PoolSerializer,
+    RevisionListSerializer,
     RevisionSerializer,
     RollbackResultSerializer,
 )
@@ -107,6 +108,9 @@ class RevisionViewSet(viewsets.ReadOnlyModelViewSet):
 
     queryset = Revision.objects.select_related("user")
     serializer_class = RevisionSerializer
+
+    def get_serializer_class(self):
+        return RevisionListSerializer if self.action == "list" else RevisionSerializer
 
     @extend_schema(request=None, parameters=[DRY_RUN], responses=RollbackResultSerializer)
     @action(detail=True, methods=["post"], permission_classes=[RollbackPermission])
