@@ -20,6 +20,7 @@ from django.db import IntegrityError, connection, transaction
 
 from .models import Backend, HostRule, PathRule, Pool, Revision
 from .routes_file import (
+    RoutesFileError,
     check_entries,
     document_entries,
     document_rows,
@@ -36,6 +37,8 @@ logger = logging.getLogger(__name__)
 ROUTING_MODELS = (Pool, Backend, HostRule, PathRule)
 # The table before the first revision.
 EMPTY_TABLE = {"pools": {}}
+# The summary when the revision before no longer reads as a routes file.
+UNREADABLE_PREVIOUS = "(the revision before no longer reads as a routes file: changes not listed)"
 # Tries at a revision number that a concurrent writer may take first.
 NUMBER_ATTEMPTS = 5
 
@@ -95,8 +98,7 @@ def record_revision(user_id=None, note=""):
         last = Revision.objects.order_by("-number").first()
         if last is not None and last.routes == routes:
             return None
-        previous = read_routes_file(last.routes) if last else EMPTY_TABLE
-        summary = "\n".join(filter(None, [note, *diff_routes(previous, document)]))
+        summary = "\n".join(filter(None, [note, *changes_since(last, document)]))
         try:
             with transaction.atomic():
                 return Revision.objects.create(
@@ -109,6 +111,17 @@ def record_revision(user_id=None, note=""):
             continue
     logger.error("No revision recorded: the revision number kept being taken")
     return None
+
+
+def changes_since(revision, document):
+    """Return the change lines from a revision's table (None: an empty one) to a document."""
+    try:
+        previous = read_routes_file(revision.routes) if revision else EMPTY_TABLE
+        return diff_routes(previous, document)
+    except RoutesFileError:
+        # Rules that changed since (a newer release) may refuse an old table:
+        # the new revision is recorded all the same.
+        return [UNREADABLE_PREVIOUS]
 
 
 def diff_routes(old_document, new_document):

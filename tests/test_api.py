@@ -312,3 +312,11 @@ def test_the_swagger_ui_loads_its_files_from_the_balancer(admin_client):
     page = admin_client.get("/api/docs/")
     assert page.status_code == 200
     assert b"swagger-ui" in page.content and b"cdn" not in page.content.lower()
+
+
+def test_routes_put_takes_json_too(api, mango):
+    document = api("GET", "/api/routes", Accept="application/json").json()
+    document["pools"]["mango"]["read_timeout"] = 5
+    response = api("PUT", "/api/routes", document, Accept="application/json")
+    assert response.json()["changes"] == ["~ pool mango: read_timeout 10.0 -> 5.0"]
+    assert Pool.objects.get().read_timeout == 5.0

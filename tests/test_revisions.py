@@ -212,3 +212,44 @@ def test_a_revision_that_cannot_be_written_leaves_the_change_and_logs(monkeypatc
     Pool.objects.create(name="kiwi")
     assert Pool.objects.filter(name="kiwi").exists() and not Revision.objects.exists()
     assert "the database went away" in caplog.text
+
+
+def test_a_revision_before_that_no_longer_reads_does_not_stop_the_history(apple):
+    Revision.objects.filter(number=1).update(routes="pools: [not, a, mapping]")
+    PathRule.objects.create(prefix="/new", pool=apple)
+    latest = Revision.objects.first()
+    assert latest.number == 2 and "changes not listed" in latest.summary
+    assert read_routes_file(latest.routes) == export_routes()
+
+
+def pool_form_defaults():
+    """The pool form's fields at their defaults, as a browser posts them (unticked: absent)."""
+    fields = [field for field in Pool._meta.concrete_fields if not field.primary_key]
+    return {
+        field.name: "on" if field.get_default() is True else field.get_default()
+        for field in fields
+        if field.get_default() is not False
+    }
+
+
+def test_a_pool_saved_with_its_backends_in_the_admin_is_one_revision(admin_client):
+    response = admin_client.post(
+        "/admin/routing/pool/add/",
+        {
+            **pool_form_defaults(),
+            "name": "kiwi",
+            "backends-TOTAL_FORMS": "2",
+            "backends-INITIAL_FORMS": "0",
+            "backends-0-url": "http://127.0.0.1:7001",
+            "backends-0-weight": "1",
+            "backends-0-enabled": "on",
+            "backends-1-url": "http://127.0.0.1:7002",
+            "backends-1-weight": "1",
+            "backends-1-enabled": "on",
+        },
+    )
+    assert response.status_code == 302, response.content.decode()
+    assert summaries() == [
+        "+ pool kiwi\n+ backend http://127.0.0.1:7001 (kiwi)\n"
+        "+ backend http://127.0.0.1:7002 (kiwi)"
+    ]
