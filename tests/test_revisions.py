@@ -160,7 +160,8 @@ def test_the_history_page_lists_revisions_with_their_changes(admin_client, apple
     assert "+ path /new" in page and "+ host www.mango.com" in page
     assert 'href="/admin/routing/history/1/rollback/"' in page
     assert 'href="/admin/routing/history/2/rollback/"' not in page  # the current table
-    assert 'href="/admin/routing/history/"' in admin_client.get("/admin/").content.decode()
+    for linking in ("/admin/", "/admin/routing/pool/"):  # the index and the sidebar
+        assert 'href="/admin/routing/history/"' in admin_client.get(linking).content.decode()
 
 
 def test_rollback_in_the_admin_shows_the_changes_then_asks(admin_client, admin_user, apple):
