@@ -30,23 +30,23 @@ admin.site.site_url = None
 
 @admin.action(description="Enable selected %(verbose_name_plural)s")
 def enable_selected(modeladmin, request, queryset):
-    update_selected(modeladmin, request, queryset, enabled=True)
+    change_selected(modeladmin, request, queryset.enable)
 
 
 @admin.action(description="Disable selected %(verbose_name_plural)s")
 def disable_selected(modeladmin, request, queryset):
-    update_selected(modeladmin, request, queryset, enabled=False)
+    change_selected(modeladmin, request, queryset.disable)
 
 
 @admin.action(description="Drain selected backends (weight 0: no new requests)")
 def drain_selected(modeladmin, request, queryset):
-    update_selected(modeladmin, request, queryset, weight=0)
+    change_selected(modeladmin, request, queryset.drain)
 
 
-def update_selected(modeladmin, request, queryset, **values):
-    """Update the selected rows, or say why none was changed (a row breaks a rule)."""
+def change_selected(modeladmin, request, change):
+    """Change the selected rows, or say why none was changed (a row breaks a rule)."""
     try:
-        queryset.update(**values)
+        change()
     except ValidationError as error:
         modeladmin.message_user(
             request, f"Nothing was changed: {' '.join(error.messages)}", messages.ERROR

@@ -1,11 +1,19 @@
-"""Admin pages beyond the model lists: the route explainer and the routing table overview."""
+"""Admin pages beyond the model lists: the route explainer, the routing table, its history."""
 
 from django import forms
-from django.contrib import admin
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.core.paginator import Paginator
+from django.shortcuts import get_object_or_404, redirect
 from django.template.response import TemplateResponse
 
 from .explain import explain, table_in_resolver_order
+from .models import Revision
+from .revisions import roll_back, rollback_permissions
+from .routes_file import RoutesFileError
 from .table import get_route_table
+
+REVISIONS_PER_PAGE = 50
 
 
 class ExplainForm(forms.Form):
@@ -48,3 +56,52 @@ def routing_table_view(request):
         "groups": table_in_resolver_order(table),
     }
     return TemplateResponse(request, "admin/routing/table.html", context)
+
+
+def history_view(request):
+    """List the revisions of the routing table, newest first, each with its changes."""
+    if not request.user.has_perm("routing.view_revision"):
+        raise PermissionDenied
+    page = Paginator(Revision.objects.select_related("user"), REVISIONS_PER_PAGE).get_page(
+        request.GET.get("page")
+    )
+    context = {
+        **admin.site.each_context(request),
+        "title": "History of the routing table",
+        "page": page,
+        "newest": Revision.objects.values_list("number", flat=True).first(),
+        "can_roll_back": request.user.has_perms(rollback_permissions()),
+    }
+    return TemplateResponse(request, "admin/routing/history.html", context)
+
+
+def rollback_view(request, number):
+    """Show what rolling back to a revision would change; on confirmation (POST), do it."""
+    if not request.user.has_perms(rollback_permissions()):
+        raise PermissionDenied
+    revision = get_object_or_404(Revision, number=number)
+    if request.method == "POST":
+        try:
+            changes = roll_back(revision)
+        except RoutesFileError as error:
+            messages.error(request, f"Nothing was rolled back: {' '.join(error.errors)}")
+        else:
+            if changes:
+                messages.success(
+                    request, f"Rolled back to revision {number}: {len(changes)} changes."
+                )
+            else:
+                messages.info(request, f"The table already is revision {number}'s.")
+        return redirect("history")
+    try:
+        changes, errors = roll_back(revision, dry_run=True), []
+    except RoutesFileError as error:
+        changes, errors = [], error.errors
+    context = {
+        **admin.site.each_context(request),
+        "title": f"Roll back to revision {number}?",
+        "revision": revision,
+        "changes": changes,
+        "errors": errors,
+    }
+    return TemplateResponse(request, "admin/routing/rollback.html", context)

@@ -12,6 +12,7 @@ from lbsite import listeners
 from .headers import is_trusted
 from .inbound import judge_peer
 from .responses import error_response
+from .revisions import changes_by
 from .views import proxy_view
 
 logger = logging.getLogger(__name__)
@@ -77,3 +78,18 @@ def refuse_admin_request(request):
     if networks and not is_trusted(client, networks):
         return error_response(403)
     return None
+
+
+class RevisionUserMiddleware:
+    """Name the user of an admin-listener request in the revisions its changes make.
+
+    Below authentication; the API authenticates a token only in its view,
+    so the user is read when a change is made, not here.
+    """
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        with changes_by(request):
+            return self.get_response(request)

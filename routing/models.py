@@ -6,6 +6,7 @@ import re
 import threading
 from urllib.parse import urlsplit
 
+from django.conf import settings
 from django.contrib.auth import hashers
 from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
 from django.core.validators import MinValueValidator
@@ -253,6 +254,14 @@ class RoutingQuerySet(models.QuerySet):
             RoutingVersion.bump()
         return updated
 
+    def enable(self):
+        """Turn the rows on: the admin's and the API's Enable."""
+        return self.update(enabled=True)
+
+    def disable(self):
+        """Turn the rows off: the admin's and the API's Disable."""
+        return self.update(enabled=False)
+
     def _unchecked(self):
         """Return a plain queryset of the model, to write rows that were checked."""
         return models.QuerySet(self.model, using=self.db)
@@ -289,6 +298,12 @@ class PoolQuerySet(RoutingQuerySet):
 class AccessListQuerySet(RoutingQuerySet):
     def get_by_natural_key(self, name):
         return self.get(name=name)
+
+
+class BackendQuerySet(RoutingQuerySet):
+    def drain(self):
+        """Send the backends no new requests (weight 0): the admin's and the API's Drain."""
+        return self.update(weight=0)
 
 
 class RoutingVersion(models.Model):
@@ -532,6 +547,8 @@ class Backend(RoutingModel):
     last_checked = models.DateTimeField(null=True, blank=True)
     last_error = models.CharField(max_length=500, blank=True)
     latency_ms = models.FloatField("latency (ms)", null=True, blank=True)
+
+    objects = BackendQuerySet.as_manager()
 
     class Meta:
         ordering = ["pool__name", "url"]
@@ -878,3 +895,28 @@ class PathRule(Rule):
                     )
                 }
             )
+
+
+class Revision(models.Model):
+    """The whole routing table after one committed change, as a routes file (revisions.py)."""
+
+    number = models.PositiveIntegerField(unique=True, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="Who made the change, when it came through the admin listener.",
+    )
+    summary = models.TextField(
+        blank=True, help_text="The changes from the revision before, one line each."
+    )
+    routes = models.TextField(help_text="The whole table after the change, as a routes file.")
+
+    class Meta:
+        ordering = ["-number"]
+
+    def __str__(self):
+        return f"revision {self.number}"

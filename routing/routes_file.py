@@ -675,11 +675,13 @@ class Plan:
         return sorted(items, key=lambda item: order[id(entry_of(item))])
 
 
-def plan_import(entries):
-    """Compare checked entries with the stored table; return the Plan that makes them equal."""
-    stored = {
-        stored_key(row): row
-        for row in [
+def plan_import(entries, stored_rows=None):
+    """Compare checked entries with the stored table; return the Plan that makes them equal.
+
+    stored_rows: the rows to compare with instead of the database's (document_rows()).
+    """
+    if stored_rows is None:
+        stored_rows = [
             *Pool.objects.all(),
             *Backend.objects.select_related("pool"),
             *AccessList.objects.all(),
@@ -687,7 +689,7 @@ def plan_import(entries):
             *HostRule.objects.select_related("pool", "access_list"),
             *PathRule.objects.select_related("pool", "access_list"),
         ]
-    }
+    stored = {stored_key(row): row for row in stored_rows}
     plan = Plan(entries=entries)
     wanted = set()
     for entry in entries:
@@ -715,6 +717,26 @@ def plan_import(entries):
         key=lambda row: (kinds.index(type(row)), stored_key(row)[1:]),
     )
     return plan
+
+
+def document_rows(document):
+    """Return the unsaved rows a routes file's document describes, with their references.
+
+    For comparing two files (plan_import(entries, document_rows(other)))
+    without the database. Raises RoutesFileError as an import would.
+    """
+    entries = document_entries(document)
+    check_entries(entries)
+    parents = {
+        model: {entry.row.name: entry.row for entry in entries if entry.model is model}
+        for model in (Pool, AccessList)
+    }
+    for entry in entries:
+        if entry.model in (Backend, HostRule, PathRule):
+            entry.row.pool = parents[Pool].get(entry.pool)
+        if entry.model in (AccessListUser, HostRule, PathRule):
+            entry.row.access_list = parents[AccessList].get(entry.access_list)
+    return [entry.row for entry in entries]
 
 
 def entry_of(item):

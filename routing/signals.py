@@ -14,6 +14,7 @@ from .models import (
     RoutingVersion,
     routing_changed,
 )
+from .revisions import schedule_revision
 from .table import clear_route_table
 
 
@@ -43,3 +44,9 @@ def forget_route_table(sender, **kwargs):
     """
     clear_route_table()
     transaction.on_commit(clear_route_table)
+
+
+@receiver(routing_changed)
+def record_revision_at_commit(sender, **kwargs):
+    """Have the transaction record the table as a revision when it commits."""
+    schedule_revision()

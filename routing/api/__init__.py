@@ -1,0 +1,1 @@
+"""The REST API under /api/, on the admin listener only: the routing table, its history."""

@@ -1,0 +1,129 @@
+"""Rows as the API reads and writes them: the model's fields, checked by the model itself.
+
+Fields come from the models (fields = "__all__"), so a field added to a
+model appears in the API with no change here. A foreign key to a model with
+a unique name (a rule's pool) is written as that name.
+"""
+
+import copy
+
+from django.core.exceptions import ValidationError as DjangoValidationError
+from rest_framework import serializers
+
+from routing.models import Backend, HostRule, PathRule, Pool, Revision
+from routing.routes_file import HEALTH_STATE_FIELDS, field_names
+
+from .errors import validation_detail
+
+# The field by which a row is referred to from another, when its model has it (unique).
+NAME_FIELD = "name"
+
+
+def has_unique_name(model):
+    names = [field.name for field in model._meta.fields if field.unique]
+    return NAME_FIELD in names
+
+
+class ModelCheckedSerializer(serializers.ModelSerializer):
+    """A model's fields; every write passes the model's full_clean(), as in the admin.
+
+    DRF's copies of the model's validators (and its uniqueness checks) are
+    left out: the model's own run instead, and a 400 names the field with
+    the message the admin shows. Values come back in their stored spelling
+    (WWW.Mango.COM. is www.mango.com).
+    """
+
+    class Meta:
+        fields = "__all__"
+
+    def build_relational_field(self, field_name, relation_info):
+        field_class, kwargs = super().build_relational_field(field_name, relation_info)
+        if not relation_info.reverse and has_unique_name(relation_info.related_model):
+            field_class = serializers.SlugRelatedField
+            kwargs["slug_field"] = NAME_FIELD
+        return field_class, kwargs
+
+    def get_field_names(self, declared_fields, info):
+        """The routes file's order: the identifying fields first, then the model's."""
+        names = super().get_field_names(declared_fields, info)
+        order = ["id", *field_names(self.Meta.model)]
+        return sorted(names, key=lambda name: order.index(name) if name in order else len(order))
+
+    def get_fields(self):
+        fields = super().get_fields()
+        for field in fields.values():
+            field.validators = []
+        return fields
+
+    def get_validators(self):
+        return []
+
+    def validate(self, attrs):
+        """Check the row as it would be stored, with the model's full_clean()."""
+        row = copy.copy(self.instance) if self.instance is not None else self.Meta.model()
+        for name, value in attrs.items():
+            setattr(row, name, value)
+        try:
+            row.full_clean()
+        except DjangoValidationError as error:
+            raise serializers.ValidationError(validation_detail(error)) from None
+        return {name: getattr(row, name) for name in attrs}
+
+
+class PoolSerializer(ModelCheckedSerializer):
+    class Meta(ModelCheckedSerializer.Meta):
+        model = Pool
+
+
+class BackendSerializer(ModelCheckedSerializer):
+    class Meta(ModelCheckedSerializer.Meta):
+        model = Backend
+        # Written by the health checker: state, not configuration.
+        read_only_fields = HEALTH_STATE_FIELDS
+
+
+class HostRuleSerializer(ModelCheckedSerializer):
+    class Meta(ModelCheckedSerializer.Meta):
+        model = HostRule
+
+
+class PathRuleSerializer(ModelCheckedSerializer):
+    class Meta(ModelCheckedSerializer.Meta):
+        model = PathRule
+
+
+class RevisionSerializer(serializers.ModelSerializer):
+    user = serializers.SlugRelatedField(slug_field="username", read_only=True)
+
+    class Meta:
+        model = Revision
+        fields = ["id", "number", "created_at", "user", "summary", "routes"]
+        read_only_fields = fields
+
+
+class RevisionListSerializer(RevisionSerializer):
+    """A revision in the list: its table is in its own page (/api/revisions/{id}/)."""
+
+    class Meta(RevisionSerializer.Meta):
+        fields = [name for name in RevisionSerializer.Meta.fields if name != "routes"]
+        read_only_fields = fields
+
+
+class ExplainQuerySerializer(serializers.Serializer):
+    url = serializers.CharField(
+        max_length=2000, help_text="As a client would ask for it, e.g. http://www.mango.com/x"
+    )
+    client = serializers.IPAddressField(
+        required=False, help_text="A client address for the rule's firewall to judge."
+    )
+
+
+class RollbackResultSerializer(serializers.Serializer):
+    dry_run = serializers.BooleanField()
+    changes = serializers.ListField(child=serializers.CharField())
+    revision = RevisionSerializer(allow_null=True)
+
+
+class ImportResultSerializer(serializers.Serializer):
+    dry_run = serializers.BooleanField()
+    changes = serializers.ListField(child=serializers.CharField())

@@ -1,0 +1,322 @@
+"""The REST API through Django's test client on the admin listener: tokens, permissions,
+the model's own validation, the routes file, the explainer, revisions."""
+
+import json
+
+import pytest
+import yaml
+from django.contrib.auth.models import Permission, User
+from rest_framework.authtoken.models import Token
+
+from routing.models import Backend, HostRule, Pool, Revision
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+READ_MODELS = ("pool", "backend", "hostrule", "pathrule", "revision")
+
+
+@pytest.fixture
+def token(admin_user):
+    return Token.objects.create(user=admin_user).key
+
+
+@pytest.fixture
+def viewer_token():
+    user = User.objects.create_user("viewer", password="not-used-here")
+    user.user_permissions.set(
+        Permission.objects.filter(codename__in=[f"view_{model}" for model in READ_MODELS])
+    )
+    return Token.objects.create(user=user).key
+
+
+@pytest.fixture
+def api(admin_site, token):
+    """Call the API as the superuser's token; return the response."""
+
+    def call(method, path, data=None, key=token, **headers):
+        body = json.dumps(data) if data is not None and not isinstance(data, str) else data
+        return admin_site.generic(
+            method,
+            path,
+            body or "",
+            content_type="application/json",
+            headers={"Authorization": f"Token {key}", **headers},
+        )
+
+    return call
+
+
+@pytest.fixture
+def mango(demo_backends):
+    pool = Pool.objects.create(name="mango")
+    Backend.objects.create(pool=pool, url=demo_backends["mango"][0])
+    return pool
+
+
+def test_no_token_is_401_asking_for_one(admin_site):
+    response = admin_site.get("/api/pools/")
+    assert response.status_code == 401
+    assert response.headers["WWW-Authenticate"] == "Token"
+
+
+def test_a_wrong_token_is_401(api):
+    assert api("GET", "/api/pools/", key="0" * 40).status_code == 401
+
+
+def test_the_api_is_not_on_the_traffic_listener(client, token):
+    response = client.get("/api/pools/", headers={"Authorization": f"Token {token}"})
+    assert response.status_code == 404  # routed like any path: no rule matches
+    assert b"pools" not in response.content
+
+
+def test_pools_are_created_and_addressed_by_name(api):
+    response = api("POST", "/api/pools/", {"name": "kiwi", "algorithm": "round_robin"})
+    assert response.status_code == 201, response.content
+    assert response.json()["name"] == "kiwi" and response.json()["max_attempts"] == 3
+    assert api("GET", "/api/pools/kiwi/").json()["algorithm"] == "round_robin"
+    assert api("PATCH", "/api/pools/kiwi/", {"read_timeout": 5}).json()["read_timeout"] == 5.0
+    assert Pool.objects.get(name="kiwi").read_timeout == 5.0
+    assert api("DELETE", "/api/pools/kiwi/").status_code == 204
+    assert not Pool.objects.exists()
+
+
+def test_a_rule_names_its_pool_and_its_values_come_back_normalised(api, mango):
+    response = api("POST", "/api/host-rules/", {"host": "WWW.Mango.COM.", "pool": "mango"})
+    assert response.status_code == 201, response.content
+    assert response.json()["host"] == "www.mango.com" and response.json()["pool"] == "mango"
+    assert HostRule.objects.get().pool == mango
+    listed = api("GET", "/api/host-rules/?pool=mango").json()
+    assert [rule["host"] for rule in listed] == ["www.mango.com"]
+    assert api("GET", "/api/host-rules/?pool=apple").json() == []
+
+
+@pytest.mark.parametrize(
+    ("path", "data", "field", "message"),
+    [
+        (
+            "/api/host-rules/",
+            {"host": "http://www.mango.com/", "pool": "mango"},
+            "host",
+            "Enter a host name such as www.mango.com",
+        ),
+        (
+            "/api/host-rules/",
+            {"host": "www.mango.com", "pool": "lime"},
+            "pool",
+            "Object with name=lime does not exist.",
+        ),
+        (
+            "/api/backends/",
+            {"url": "http://127.0.0.1:8081/app", "pool": "mango"},
+            "url",
+            "A backend URL has no path, query or fragment",
+        ),
+        (
+            "/api/path-rules/",
+            {"prefix": "mango", "pool": "mango"},
+            "prefix",
+            "A prefix starts with '/'",
+        ),
+        ("/api/pools/", {"name": "mango"}, "name", "Pool with this Name already exists."),
+        (
+            "/api/pools/",
+            {"name": "kiwi", "read_timeout": 0},
+            "read_timeout",
+            "Ensure this value is greater than or equal to 0.001.",
+        ),
+    ],
+)
+def test_a_bad_row_is_400_naming_its_field_as_the_admin_would(
+    api, mango, path, data, field, message
+):
+    response = api("POST", path, data)
+    assert response.status_code == 400
+    errors = response.json()
+    assert list(errors) == [field]
+    assert errors[field][0].startswith(message), errors
+    assert not HostRule.objects.exists() and Backend.objects.count() == 1
+
+
+def test_a_tie_between_rules_is_400_naming_the_field(api, mango):
+    api("POST", "/api/host-rules/", {"host": "www.mango.com", "pool": "mango"})
+    response = api(
+        "POST", "/api/path-rules/", {"prefix": "/", "host": "www.mango.com", "pool": "mango"}
+    )
+    assert response.status_code == 400
+    assert response.json()["prefix"][0].startswith("A host rule for www.mango.com already exists")
+
+
+def test_a_duplicate_backend_is_400_as_in_the_admin(api, mango):
+    url = Backend.objects.get().url
+    response = api("POST", "/api/backends/", {"url": url.upper(), "pool": "mango"})
+    assert response.status_code == 400
+    assert response.json() == {
+        "non_field_errors": ["Backend with this Pool and URL already exists."]
+    }
+
+
+def test_deleting_a_pool_in_use_is_409_naming_its_rules(api, mango):
+    api("POST", "/api/host-rules/", {"host": "www.mango.com", "pool": "mango"})
+    response = api("DELETE", "/api/pools/mango/")
+    assert response.status_code == 409
+    assert "www.mango.com → mango" in response.json()["detail"]
+
+
+def test_health_state_is_read_only(api, mango):
+    backend = Backend.objects.get()
+    response = api("PATCH", f"/api/backends/{backend.pk}/", {"healthy": False, "weight": 2})
+    assert response.status_code == 200
+    backend.refresh_from_db()
+    assert (backend.healthy, backend.weight) == (True, 2)
+
+
+@pytest.mark.parametrize(
+    ("action", "field", "value"),
+    [("drain", "weight", 0), ("disable", "enabled", False), ("enable", "enabled", True)],
+)
+def test_backend_actions(api, mango, action, field, value):
+    backend = Backend.objects.get()
+    Backend.objects.filter(pk=backend.pk).update(enabled=action != "enable")
+    response = api("POST", f"/api/backends/{backend.pk}/{action}/")
+    assert response.status_code == 200, response.content
+    assert response.json()[field] == value
+    backend.refresh_from_db()
+    assert getattr(backend, field) == value
+
+
+def test_a_view_only_token_reads_but_cannot_write(api, mango, viewer_token):
+    assert api("GET", "/api/pools/", key=viewer_token).status_code == 200
+    assert api("GET", "/api/revisions/", key=viewer_token).status_code == 200
+    assert api("POST", "/api/pools/", {"name": "kiwi"}, key=viewer_token).status_code == 403
+    backend = Backend.objects.get()
+    assert api("POST", f"/api/backends/{backend.pk}/drain/", key=viewer_token).status_code == 403
+    assert api("PUT", "/api/routes", "pools: {}", key=viewer_token).status_code == 403
+    revision = Revision.objects.first()
+    rollback = api("POST", f"/api/revisions/{revision.pk}/rollback/", key=viewer_token)
+    assert rollback.status_code == 403
+    assert Pool.objects.count() == 1 and Backend.objects.get().weight == 1
+
+
+def test_a_token_without_view_permission_cannot_read(api, mango):
+    user = User.objects.create_user("nobody")
+    key = Token.objects.create(user=user).key
+    assert api("GET", "/api/pools/", key=key).status_code == 403
+    assert api("GET", "/api/routes", key=key).status_code == 403
+
+
+def test_routes_are_yaml_by_default_and_json_on_request(api, mango):
+    api("POST", "/api/host-rules/", {"host": "www.mango.com", "pool": "mango"})
+    as_yaml = api("GET", "/api/routes")
+    assert as_yaml.headers["Content-Type"].startswith("application/yaml")
+    document = yaml.safe_load(as_yaml.content)
+    assert document["hosts"] == [{"host": "www.mango.com", "pool": "mango"}]
+    as_json = api("GET", "/api/routes", Accept="application/json")
+    assert as_json.json() == document
+
+
+def test_routes_put_imports_and_dry_run_writes_nothing(api, mango):
+    routes = (
+        "pools:\n  kiwi:\n    backends: [http://127.0.0.1:7001]\n"
+        "hosts:\n  - {host: www.kiwi.com, pool: kiwi}\n"
+    )
+    dry = api("PUT", "/api/routes?dry_run=1", routes, Accept="application/json")
+    assert dry.status_code == 200
+    changes = [
+        "- backend " + Backend.objects.get().url + " (mango)",
+        "- pool mango",
+        "+ pool kiwi",
+        "+ backend http://127.0.0.1:7001 (kiwi)",
+        "+ host www.kiwi.com",
+    ]
+    assert dry.json() == {"dry_run": True, "changes": changes}
+    assert list(Pool.objects.values_list("name", flat=True)) == ["mango"]
+    done = api("PUT", "/api/routes", routes, Accept="application/json")
+    assert done.json() == {"dry_run": False, "changes": changes}
+    assert list(Pool.objects.values_list("name", flat=True)) == ["kiwi"]
+    revision = Revision.objects.first()
+    assert revision.summary == "\n".join(changes)
+
+
+def test_routes_put_with_errors_is_400_naming_each_place(api, mango):
+    routes = (
+        "pools:\n  kiwi:\n    read_timeout: soon\nhosts:\n  - {host: www.kiwi.com, pool: lime}\n"
+    )
+    response = api("PUT", "/api/routes", routes, Accept="application/json")
+    assert response.status_code == 400
+    assert response.json() == {
+        "errors": [
+            "pools.kiwi.read_timeout: “soon” value must be a float.",
+            'hosts[0].pool: no pool named "lime"',
+        ]
+    }
+    assert list(Pool.objects.values_list("name", flat=True)) == ["mango"]
+
+
+def test_explain_answers_as_the_explainer(api, mango):
+    api("POST", "/api/path-rules/", {"prefix": "/mango", "pool": "mango"})
+    response = api("GET", "/api/explain/?url=http://www.x.com/mango/a%3Fb")
+    assert response.status_code == 200, response.content
+    data = response.json()
+    assert data["status"] == 200
+    assert data["rule"]["label"] == "path rule */mango → mango"
+    assert data["pool"]["name"] == "mango"
+    assert data["upstream_path"] == "/a"
+    assert [c["verdict"] for c in data["candidates"]] == ["serves this request"]
+    assert api("GET", "/api/explain/?url=http://www.x.com/other").json()["status"] == 404
+    assert api("GET", "/api/explain/").status_code == 400
+
+
+def test_revisions_are_newest_first_and_roll_back(api, mango):
+    api("POST", "/api/host-rules/", {"host": "www.mango.com", "pool": "mango"})
+    api("POST", "/api/path-rules/", {"prefix": "/new", "pool": "mango"})
+    revisions = api("GET", "/api/revisions/").json()
+    numbers = [revision["number"] for revision in revisions]
+    assert numbers == sorted(numbers, reverse=True) and len(numbers) == 4
+    assert revisions[0]["summary"] == "+ path /new" and revisions[0]["user"] == "admin"
+    before = revisions[1]
+    assert before["summary"] == "+ host www.mango.com"
+    rollback = f"/api/revisions/{before['id']}/rollback/"
+    dry = api("POST", rollback + "?dry_run=1").json()
+    assert dry == {"dry_run": True, "changes": ["- path /new"], "revision": None}
+    response = api("POST", rollback)
+    assert response.status_code == 200, response.content
+    made = response.json()["revision"]
+    assert made["number"] == numbers[0] + 1
+    assert made["summary"] == f"rollback to {before['number']}\n- path /new"
+    assert api("GET", "/api/path-rules/").json() == []
+
+
+def test_the_schema_lists_every_path(api):
+    schema = yaml.safe_load(api("GET", "/api/schema/").content)
+    assert set(schema["paths"]) >= {
+        "/api/pools/",
+        "/api/pools/{name}/",
+        "/api/backends/",
+        "/api/backends/{id}/",
+        "/api/backends/{id}/drain/",
+        "/api/backends/{id}/enable/",
+        "/api/backends/{id}/disable/",
+        "/api/host-rules/",
+        "/api/host-rules/{id}/",
+        "/api/path-rules/",
+        "/api/path-rules/{id}/",
+        "/api/revisions/",
+        "/api/revisions/{id}/",
+        "/api/revisions/{id}/rollback/",
+        "/api/routes",
+        "/api/explain/",
+    }
+
+
+def test_the_swagger_ui_loads_its_files_from_the_balancer(admin_client):
+    page = admin_client.get("/api/docs/")
+    assert page.status_code == 200
+    assert b"swagger-ui" in page.content and b"cdn" not in page.content.lower()
+
+
+def test_routes_put_takes_json_too(api, mango):
+    document = api("GET", "/api/routes", Accept="application/json").json()
+    document["pools"]["mango"]["read_timeout"] = 5
+    response = api("PUT", "/api/routes", document, Accept="application/json")
+    assert response.json()["changes"] == ["~ pool mango: read_timeout 10.0 -> 5.0"]
+    assert Pool.objects.get().read_timeout == 5.0
