@@ -8,7 +8,8 @@ import yaml
 from django.contrib.auth.models import Permission, User
 from rest_framework.authtoken.models import Token
 
-from routing.models import Backend, HostRule, Pool, Revision
+from routing.models import AccessList, Backend, HostRule, Pool, Revision
+from tests.test_api_e2e import SCHEMA_PATHS
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -288,24 +289,7 @@ def test_revisions_are_newest_first_and_roll_back(api, mango):
 
 def test_the_schema_lists_every_path(api):
     schema = yaml.safe_load(api("GET", "/api/schema/").content)
-    assert set(schema["paths"]) >= {
-        "/api/pools/",
-        "/api/pools/{name}/",
-        "/api/backends/",
-        "/api/backends/{id}/",
-        "/api/backends/{id}/drain/",
-        "/api/backends/{id}/enable/",
-        "/api/backends/{id}/disable/",
-        "/api/host-rules/",
-        "/api/host-rules/{id}/",
-        "/api/path-rules/",
-        "/api/path-rules/{id}/",
-        "/api/revisions/",
-        "/api/revisions/{id}/",
-        "/api/revisions/{id}/rollback/",
-        "/api/routes",
-        "/api/explain/",
-    }
+    assert set(schema["paths"]) == SCHEMA_PATHS
 
 
 def test_the_swagger_ui_loads_its_files_from_the_balancer(admin_client):
@@ -320,3 +304,81 @@ def test_routes_put_takes_json_too(api, mango):
     response = api("PUT", "/api/routes", document, Accept="application/json")
     assert response.json()["changes"] == ["~ pool mango: read_timeout 10.0 -> 5.0"]
     assert Pool.objects.get().read_timeout == 5.0
+
+
+def test_access_lists_take_passwords_and_store_only_hashes(api):
+    response = api(
+        "POST",
+        "/api/access-lists/",
+        {"name": "staff", "users": [{"username": "alice", "password": "wonderland"}]},
+    )
+    assert response.status_code == 201, response.content
+    assert response.json()["users"] == [{"username": "alice"}]  # the password never comes back
+    user = AccessList.objects.get(name="staff").users.get()
+    assert user.password != "wonderland" and user.check_password("wonderland")
+    assert "wonderland" not in api("GET", "/api/access-lists/staff/").content.decode()
+    assert "wonderland" not in api("GET", "/api/routes").content.decode()
+
+
+def test_an_access_lists_users_are_replaced_and_kept_hashes_stay(api):
+    api(
+        "POST",
+        "/api/access-lists/",
+        {"name": "staff", "users": [{"username": "alice", "password": "a-secret"}]},
+    )
+    kept = AccessList.objects.get(name="staff").users.get().password
+    revisions = Revision.objects.count()
+    response = api(
+        "PATCH",
+        "/api/access-lists/staff/",
+        {"users": [{"username": "alice"}, {"username": "bob", "password": "b-secret"}]},
+    )
+    assert response.status_code == 200, response.content
+    users = {user.username: user for user in AccessList.objects.get(name="staff").users.all()}
+    assert users["alice"].password == kept and users["bob"].check_password("b-secret")
+    api("PATCH", "/api/access-lists/staff/", {"users": [{"username": "bob"}]})
+    assert [user.username for user in AccessList.objects.get(name="staff").users.all()] == ["bob"]
+    assert Revision.objects.count() == revisions + 2  # one revision per write
+
+
+@pytest.mark.parametrize(
+    ("users", "field"),
+    [
+        ([{"username": "carol"}], "password"),  # a new user needs a password
+        ([{"username": "a:b", "password": "x-secret"}], "username"),
+        ([{"username": "dan", "password": "1"}, {"username": "dan", "password": "2"}], "username"),
+    ],
+)
+def test_a_bad_access_list_user_is_400_naming_the_field(api, users, field):
+    response = api("POST", "/api/access-lists/", {"name": "staff", "users": users})
+    assert response.status_code == 400, response.content
+    assert field in json.dumps(response.json())
+    assert not AccessList.objects.exists()
+
+
+def test_a_rule_refers_to_an_access_list_by_name(api, mango):
+    api(
+        "POST",
+        "/api/access-lists/",
+        {"name": "staff", "users": [{"username": "alice", "password": "a-secret"}]},
+    )
+    response = api(
+        "POST",
+        "/api/host-rules/",
+        {"host": "www.mango.com", "pool": "mango", "access_list": "staff"},
+    )
+    assert response.status_code == 201, response.content
+    assert HostRule.objects.get().access_list.name == "staff"
+    assert api("DELETE", "/api/access-lists/staff/").status_code == 409  # still in use
+
+
+def test_explain_answers_for_a_rule_that_redirects(api):
+    HostRule.objects.create(
+        host="old.example.com",
+        redirect={"to": "https://new.example.com", "status": 301, "keep_path": True},
+    )
+    response = api("GET", "/api/explain/?url=http://old.example.com/a/b?c=1")
+    assert response.status_code == 200, response.content
+    data = response.json()
+    assert data["pool"] is None and data["location"] == "https://new.example.com/a/b?c=1"
+    assert data["status"] == 301

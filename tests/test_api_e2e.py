@@ -33,6 +33,8 @@ SCHEMA_PATHS = {
     "/api/host-rules/{id}/",
     "/api/path-rules/",
     "/api/path-rules/{id}/",
+    "/api/access-lists/",
+    "/api/access-lists/{name}/",
     "/api/revisions/",
     "/api/revisions/{id}/",
     "/api/revisions/{id}/rollback/",

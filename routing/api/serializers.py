@@ -8,9 +8,10 @@ a unique name (a rule's pool) is written as that name.
 import copy
 
 from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db import transaction
 from rest_framework import serializers
 
-from routing.models import Backend, HostRule, PathRule, Pool, Revision
+from routing.models import AccessList, AccessListUser, Backend, HostRule, PathRule, Pool, Revision
 from routing.routes_file import HEALTH_STATE_FIELDS, field_names
 
 from .errors import validation_detail
@@ -90,6 +91,97 @@ class HostRuleSerializer(ModelCheckedSerializer):
 class PathRuleSerializer(ModelCheckedSerializer):
     class Meta(ModelCheckedSerializer.Meta):
         model = PathRule
+
+
+class AccessListUserSerializer(serializers.Serializer):
+    """A user as the API shows it (its name) and takes it (a password, hashed on the way in)."""
+
+    username = serializers.CharField()
+    password = serializers.CharField(
+        write_only=True,
+        required=False,
+        trim_whitespace=False,
+        style={"input_type": "password"},
+        help_text="Hashed before it is stored; never returned. Leave out to keep a user's own.",
+    )
+
+
+class AccessListSerializer(ModelCheckedSerializer):
+    """An access list with its users; a write replaces the users with those it lists.
+
+    A listed user without a password keeps the one stored; a new user needs one.
+    """
+
+    users = AccessListUserSerializer(many=True, required=False)
+
+    class Meta(ModelCheckedSerializer.Meta):
+        model = AccessList
+
+    def validate(self, attrs):
+        users = attrs.pop("users", None)
+        attrs = super().validate(attrs)
+        if users is not None:
+            attrs["users"] = self.checked_users(users)
+        return attrs
+
+    def checked_users(self, users):
+        """Return the users as unsaved rows, each checked by the model, or raise a 400."""
+        stored = {}
+        if self.instance is not None:
+            stored = {user.username: user for user in self.instance.users.all()}
+        rows, errors, seen = [], [], set()
+        for user in users:
+            row = AccessListUser(username=user["username"])
+            error = {}
+            if "password" in user:
+                row.set_password(user["password"])
+            elif user["username"] in stored:
+                row.password = stored[user["username"]].password
+            else:
+                error["password"] = ["A new user needs a password."]
+            try:
+                row.full_clean(exclude=["access_list", "password"])
+            except DjangoValidationError as invalid:
+                error.update(validation_detail(invalid))
+            if row.username in seen:
+                error.setdefault("username", []).append("This user is listed twice.")
+            seen.add(row.username)
+            rows.append(row)
+            errors.append(error)
+        if any(errors):
+            raise serializers.ValidationError({"users": errors})
+        return rows
+
+    def to_representation(self, instance):
+        data = super().to_representation(instance)
+        data["users"] = [{"username": user.username} for user in instance.users.all()]
+        return data
+
+    def create(self, validated_data):
+        users = validated_data.pop("users", [])
+        with transaction.atomic():
+            access_list = super().create(validated_data)
+            self.save_users(access_list, users)
+        return access_list
+
+    def update(self, instance, validated_data):
+        users = validated_data.pop("users", None)
+        with transaction.atomic():
+            access_list = super().update(instance, validated_data)
+            if users is not None:
+                self.save_users(access_list, users)
+        return access_list
+
+    @staticmethod
+    def save_users(access_list, users):
+        """Make the list's users these: one change, whatever it adds, updates or removes."""
+        access_list.users.exclude(username__in=[user.username for user in users]).delete()
+        stored = {user.username: user for user in access_list.users.all()}
+        for user in users:
+            row = stored.get(user.username) or user
+            if row.pk is None or row.password != user.password:
+                row.access_list, row.password = access_list, user.password
+                row.save()
 
 
 class RevisionSerializer(serializers.ModelSerializer):

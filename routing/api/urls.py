@@ -11,6 +11,7 @@ router.register("pools", views.PoolViewSet)
 router.register("backends", views.BackendViewSet)
 router.register("host-rules", views.HostRuleViewSet)
 router.register("path-rules", views.PathRuleViewSet)
+router.register("access-lists", views.AccessListViewSet)
 router.register("revisions", views.RevisionViewSet)
 
 urlpatterns = [

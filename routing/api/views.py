@@ -13,7 +13,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from routing.explain import explain
-from routing.models import Backend, HostRule, PathRule, Pool, Revision
+from routing.models import AccessList, Backend, HostRule, PathRule, Pool, Revision
 from routing.revisions import roll_back
 from routing.routes_file import export_routes, import_routes, read_routes_file
 from routing.table import get_route_table
@@ -21,6 +21,7 @@ from routing.table import get_route_table
 from .permissions import ChangePermission, RollbackPermission, TablePermissions
 from .renderers import YAMLRenderer
 from .serializers import (
+    AccessListSerializer,
     BackendSerializer,
     ExplainQuerySerializer,
     HostRuleSerializer,
@@ -60,6 +61,12 @@ class RoutingViewSet(viewsets.ModelViewSet):
 class PoolViewSet(viewsets.ModelViewSet):
     queryset = Pool.objects.all()
     serializer_class = PoolSerializer
+    lookup_field = "name"
+
+
+class AccessListViewSet(viewsets.ModelViewSet):
+    queryset = AccessList.objects.prefetch_related("users")
+    serializer_class = AccessListSerializer
     lookup_field = "name"
 
 
@@ -201,6 +208,18 @@ def explanation_data(explanation):
     pool = explanation.pool
     data.update(
         rule={"kind": match.route.kind, "id": match.route.rule_id, "label": match.route.label},
+        answer=explanation.answer,
+        location=explanation.location or None,
+        guards=list(explanation.guards),
+        upstream_path=explanation.upstream_path,
+        upstream_query=explanation.upstream_query,
+        request_headers=explanation.request_header_changes,
+        response_headers=explanation.response_header_changes,
+        firewall=explanation.firewall,
+    )
+    if pool is None:  # the rule answers by itself: a redirect or a fixed response
+        return data
+    data.update(
         pool={
             "name": pool.name,
             "algorithm": pool.algorithm,
@@ -215,10 +234,5 @@ def explanation_data(explanation):
                 for backend in pool.backends
             ],
         },
-        upstream_path=explanation.upstream_path,
-        upstream_query=explanation.upstream_query,
-        request_headers=explanation.request_header_changes,
-        response_headers=explanation.response_header_changes,
-        firewall=explanation.firewall,
     )
     return data
