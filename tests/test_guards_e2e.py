@@ -5,7 +5,6 @@ address is the loopback on Linux).
 """
 
 import base64
-import http.client
 import json
 import threading
 import time
@@ -23,6 +22,7 @@ from .conftest import (
     pool_rows,
     rule_row,
 )
+from .test_actions_e2e import get
 
 BOUND = 5
 ALICE = "Basic " + base64.b64encode(b"alice:s3cret pass").decode()
@@ -77,20 +77,6 @@ def balancer(tmp_path_factory, demo_backends, redis_server):
     server.env = env
     yield server
     server.stop()
-
-
-def get(balancer, path, host, source="127.0.0.1", headers=None):
-    """GET through the balancer from a socket bound to the source address."""
-    address, port = balancer.url.removeprefix("http://").split(":")
-    connection = http.client.HTTPConnection(
-        address, int(port), timeout=BOUND, source_address=(source, 0)
-    )
-    try:
-        connection.request("GET", path, headers={"Host": host, **(headers or {})})
-        response = connection.getresponse()
-        return response.status, dict(response.getheaders()), response.read()
-    finally:
-        connection.close()
 
 
 def metrics(balancer):
