@@ -39,16 +39,15 @@ def pairs_of(text, separator, what, example):
     return pairs
 
 
-class LinesWidget(forms.MultiWidget):
-    """Textareas side by side, each with its own label."""
+class LabelledWidget(forms.MultiWidget):
+    """Widgets side by side, each with its own label, for one JSON value."""
 
     template_name = "routing/widgets/action_lines.html"
 
-    def __init__(self, labels, decompress, attrs=None):
-        self.labels = labels
+    def __init__(self, parts, decompress):
+        self.labels = [label for label, _widget in parts]
         self._decompress = decompress
-        textarea = {"rows": 3, "cols": 40, "spellcheck": "false", **(attrs or {})}
-        super().__init__([forms.Textarea(attrs=textarea) for _label in labels])
+        super().__init__([widget for _label, widget in parts])
 
     def decompress(self, value):
         return self._decompress(value or {})
@@ -58,6 +57,14 @@ class LinesWidget(forms.MultiWidget):
         for subwidget, label in zip(context["widget"]["subwidgets"], self.labels, strict=True):
             subwidget["label"] = label
         return context
+
+
+class LinesWidget(LabelledWidget):
+    """Textareas side by side, each with its own label."""
+
+    def __init__(self, labels, decompress, attrs=None):
+        textarea = {"rows": 3, "cols": 40, "spellcheck": "false", **(attrs or {})}
+        super().__init__([(label, forms.Textarea(attrs=textarea)) for label in labels], decompress)
 
 
 class LinesField(forms.MultiValueField):
@@ -133,26 +140,6 @@ def firewall_field(**kwargs):
     )
 
 
-class PartsWidget(forms.MultiWidget):
-    """Widgets side by side, each with its own label, for one JSON value."""
-
-    template_name = "routing/widgets/action_lines.html"
-
-    def __init__(self, parts, decompress):
-        self.labels = [label for label, _widget in parts]
-        self._decompress = decompress
-        super().__init__([widget for _label, widget in parts])
-
-    def decompress(self, value):
-        return self._decompress(value or {})
-
-    def get_context(self, name, value, attrs):
-        context = super().get_context(name, value, attrs)
-        for subwidget, label in zip(context["widget"]["subwidgets"], self.labels, strict=True):
-            subwidget["label"] = label
-        return context
-
-
 class PartsField(forms.MultiValueField):
     """A JSON object edited as a few plain fields; all of them empty means none."""
 
@@ -161,7 +148,7 @@ class PartsField(forms.MultiValueField):
         kwargs.setdefault("help_text", "")
         super().__init__(
             [field for _label, field, _widget in parts],
-            widget=PartsWidget([(label, widget) for label, _field, widget in parts], decompress),
+            widget=LabelledWidget([(label, widget) for label, _field, widget in parts], decompress),
             required=False,
             require_all_fields=False,
             **kwargs,
