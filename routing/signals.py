@@ -4,7 +4,15 @@ from django.db import transaction
 from django.db.models.signals import post_delete, post_save, pre_save
 from django.dispatch import receiver
 
-from .models import Backend, HostRule, PathRule, Pool, RoutingVersion, routing_changed
+from .models import (
+    Backend,
+    Certificate,
+    HostRule,
+    PathRule,
+    Pool,
+    RoutingVersion,
+    routing_changed,
+)
 from .table import clear_route_table
 
 
@@ -22,6 +30,15 @@ for model in (Pool, Backend, HostRule, PathRule):
     pre_save.connect(validate_before_save, sender=model)
     post_save.connect(bump_routing_version, sender=model)
     post_delete.connect(bump_routing_version, sender=model)
+
+
+def bump_certificate_version(sender, **kwargs):
+    """Tell every worker serving TLS that its certificates are stale (never a routing change)."""
+    RoutingVersion.bump_certificates()
+
+
+post_save.connect(bump_certificate_version, sender=Certificate)
+post_delete.connect(bump_certificate_version, sender=Certificate)
 
 
 @receiver(routing_changed)

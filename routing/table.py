@@ -31,6 +31,9 @@ _refresher = None
 _generation = 0
 # The health version this process last acted on (None: not yet looked).
 _health_version = None
+# The certificate version the refresher last read (None: not yet looked);
+# tls.py reloads its certificates when it moves.
+polled_certificate_version = None
 
 
 def build_route_table():
@@ -73,6 +76,7 @@ def build_route_table():
             host=rule.host.lower(),
             preserve_host=rule.preserve_host,
             actions=resolve_actions(rule),
+            force_https=rule.force_https,
         )
         for rule in HostRule.objects.filter(enabled=True).order_by("id")
     ]
@@ -171,11 +175,14 @@ def watch_routing_version(interval):
 
 
 def refresh_if_changed():
-    """Rebuild the table if the version moved; end cool-downs if only the health version did."""
-    global _health_version
+    """Rebuild the table if the version moved; end cool-downs if only the health version did.
+
+    The certificate version is read too, for tls.py.
+    """
+    global _health_version, polled_certificate_version
     try:
         table = _table
-        version, health_version = RoutingVersion.current_versions()
+        version, health_version, polled_certificate_version = RoutingVersion.all_versions()
         if table is None or version != table.version:
             refresh_route_table()  # its backends' check times are as new as health_version
         elif health_version != _health_version:

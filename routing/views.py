@@ -4,6 +4,7 @@ import logging
 
 from .actions import enforce_firewall
 from .attempts import send_to_pool
+from .challenges import challenge_response, https_redirect
 from .errors import NoRoute, ProxyError
 from .inbound import ClientRequest
 from .observe import Exchange
@@ -47,11 +48,15 @@ def serve(request, exchange):
     Raises ProxyError to fail.
     """
     request.check()
+    if (answer := challenge_response(request)) is not None:
+        return answer
     match = resolve(get_route_table(), request.host, request.path)
     if match is None:
         raise NoRoute()
     route = match.route
     exchange.rule, exchange.pool, exchange.actions = route.label, route.pool.name, route.actions
+    if route.force_https and request.scheme == "http":
+        return https_redirect(request)
     enforce_firewall(route.actions.firewall, request.client, request.path)
     upstream, header_list = send_to_pool(request, match, exchange)
     if upstream.status == 101:  # a WebSocket handshake the backend accepted
