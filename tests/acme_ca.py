@@ -6,12 +6,17 @@ validates HTTP-01 challenges on the port the test gives it: the
 balancer's traffic listener.
 """
 
+import datetime
 import json
 import socket
 import subprocess
 import time
 
 import requests
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from .conftest import STARTUP_TIMEOUT, stop
 
@@ -154,3 +159,27 @@ class Pebble:
         for process in reversed(self.processes):
             stop(process)
         self.log.close()
+
+
+def make_certificate(names, days=90, start_days_ago=1):
+    """Return (chain PEM, key PEM) of a self-signed certificate for the names, made in memory."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])])
+    now = datetime.datetime.now(datetime.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=start_days_ago))
+        .not_valid_after(now + datetime.timedelta(days=days))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in names]), False)
+        .sign(key, hashes.SHA256())
+    )
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    return certificate.public_bytes(serialization.Encoding.PEM).decode(), key_pem.decode()
