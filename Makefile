@@ -6,7 +6,7 @@ HTTPBIN_BIN := $(abspath .venv-httpbin)/bin
 PYTHON ?= python3
 export PATH := $(BIN):$(PATH)
 
-.PHONY: run test lint format up down clean chromium curl screenshots bench
+.PHONY: run test lint format up down clean chromium curl pebble screenshots bench
 
 $(BIN)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -26,21 +26,26 @@ chromium:
 curl:
 	@command -v curl >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends curl ca-certificates; }
 
+# The automatic-HTTPS tests get their certificates from a real ACME CA:
+# Debian's pebble (Let's Encrypt's test CA), with pebble-challtestsrv as its DNS.
+pebble:
+	@command -v pebble >/dev/null && command -v pebble-challtestsrv >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends pebble; }
+
 # A secret key made once per checkout; honcho reads .env for every command.
 .env:
 	$(PYTHON) -c "import secrets; print('SECRET_KEY=' + secrets.token_urlsafe(50))" > $@
 
-## run: the balancer (traffic :8000, admin :8001) and four demo backends, with the demo routes
+## run: the balancer (traffic :8000, HTTPS :8443, admin :8001), four demo backends, the demo routes
 run: $(BIN)/.installed .env
 	honcho run python manage.py migrate --noinput
 	honcho run python manage.py load_demo_routes
 	honcho run python manage.py ensure_admin
 	honcho run python manage.py collectstatic --noinput --verbosity 0
-	@echo "Traffic: http://127.0.0.1:8000/    Admin: http://127.0.0.1:8001/admin/"
+	@echo "Traffic: http://127.0.0.1:8000/ and https://127.0.0.1:8443/    Admin: http://127.0.0.1:8001/admin/"
 	honcho start
 
 ## test: lint, then the whole test suite
-test: $(BIN)/.installed $(HTTPBIN_BIN)/.installed chromium curl lint
+test: $(BIN)/.installed $(HTTPBIN_BIN)/.installed chromium curl pebble lint
 	HTTPBIN_GUNICORN=$(HTTPBIN_BIN)/gunicorn pytest
 
 ## screenshots: refresh the admin screenshots in docs/ from the browser test
