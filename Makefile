@@ -50,7 +50,7 @@ test: $(BIN)/.installed $(HTTPBIN_BIN)/.installed chromium curl pebble lint
 
 ## screenshots: refresh the admin screenshots in docs/ from the browser test
 screenshots: $(BIN)/.installed chromium
-	SCREENSHOT_DIR=docs/screenshots pytest tests/test_browser.py
+	SCREENSHOT_DIR=docs/screenshots pytest tests/test_browser.py tests/test_browser_certificates.py
 
 lint: $(BIN)/.installed
 	ruff check .

@@ -32,7 +32,7 @@ def expiry_badge(certificate, now=None):
     else:
         colour, label = "#2e7d32", f"valid, {(certificate.not_after - now).days} days left"
     return format_html(
-        '<span style="color: {}; font-weight: bold" title="{}">● {}</span>',
+        '<span style="color: {}; font-weight: bold; white-space: nowrap" title="{}">● {}</span>',
         colour,
         certificate.last_error or label,
         label,
@@ -90,8 +90,7 @@ class CertificateUploadForm(forms.ModelForm):
 @admin.register(Certificate)
 class CertificateAdmin(admin.ModelAdmin):
     form = CertificateUploadForm
-    list_display = ("host", "expiry", "not_after", "issuer", "source", "last_error_line")
-    list_filter = ("uploaded",)
+    list_display = ("host", "expiry", "not_after", "issuer_name", "source", "last_error_line")
     search_fields = ("host", "names", "issuer")
     readonly_fields = (
         "expiry",
@@ -133,6 +132,14 @@ class CertificateAdmin(admin.ModelAdmin):
     @admin.display(description="Expiry", ordering="not_after")
     def expiry(self, certificate):
         return expiry_badge(certificate)
+
+    @admin.display(description="Issuer", ordering="issuer")
+    def issuer_name(self, certificate):
+        """The issuer's common name (CN=...), or the whole name without one."""
+        for part in certificate.issuer.split(","):
+            if part.startswith("CN="):
+                return part.removeprefix("CN=")
+        return certificate.issuer or "-"
 
     @admin.display(description="Source", ordering="uploaded")
     def source(self, certificate):
