@@ -33,6 +33,9 @@ ORDER_TIMEOUT = 90
 FIRST_RETRY = datetime.timedelta(minutes=5)
 MAX_RETRY = datetime.timedelta(days=1)
 NETWORK_TIMEOUT = 30
+# A challenge token left behind by an order that never finished (its process
+# was killed) is deleted after this long.
+STALE_CHALLENGE = datetime.timedelta(days=1)
 
 
 @dataclass(frozen=True)
@@ -74,6 +77,7 @@ def due_hosts(now=None):
 
 def issue_due_certificates():
     """Order a certificate for every host that is due one; return each host's Outcome."""
+    AcmeChallenge.objects.filter(created__lt=timezone.now() - STALE_CHALLENGE).delete()
     hosts = due_hosts()
     if not hosts:
         return []

@@ -68,6 +68,9 @@ def build_route_table():
         )
         for row in Pool.objects.all()
     }
+    host_rules = list(HostRule.objects.filter(enabled=True).order_by("id"))
+    # force_https is the host's: every rule of that host pattern redirects.
+    forced_hosts = {rule.host for rule in host_rules if rule.force_https}
     routes = [
         snapshot.Route(
             kind="host",
@@ -78,7 +81,7 @@ def build_route_table():
             actions=resolve_actions(rule),
             force_https=rule.force_https,
         )
-        for rule in HostRule.objects.filter(enabled=True).order_by("id")
+        for rule in host_rules
     ]
     routes += [
         snapshot.Route(
@@ -90,6 +93,7 @@ def build_route_table():
             strip_prefix=rule.strip_prefix,
             preserve_host=rule.preserve_host,
             actions=resolve_actions(rule),
+            force_https=bool(rule.host) and rule.host in forced_hosts,
         )
         for rule in PathRule.objects.filter(enabled=True).order_by("id")
     ]

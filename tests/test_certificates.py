@@ -2,14 +2,17 @@
 
 import datetime
 import ssl
+from io import StringIO
 
 import pytest
+import yaml
 from django.core.exceptions import ValidationError
+from django.core.management import CommandError, call_command
 from django.utils import timezone
 
 from routing import acme, tls
 from routing.certificate_admin import expiry_badge
-from routing.models import AcmeChallenge, Certificate, HostRule, RoutingVersion
+from routing.models import AcmeChallenge, Certificate, HostRule, PathRule, RoutingVersion
 from routing.pem import read_certificate
 
 from .acme_ca import make_certificate
@@ -83,6 +86,15 @@ def test_force_https_redirects_plain_http_with_308(client, mango, settings, http
     assert result["Location"] == location
 
 
+def test_force_https_is_the_hosts_and_covers_its_path_rules_too(client, mango):
+    HostRule.objects.filter(host="www.mango.com").update(force_https=True)
+    PathRule.objects.create(host="www.mango.com", prefix="/api", pool=mango)
+    PathRule.objects.create(host="", prefix="/api", pool=mango)
+    result = client.get("/api/x", headers={"Host": "www.mango.com"})
+    assert (result.status_code, result["Location"]) == (308, "https://www.mango.com/api/x")
+    assert client.get("/api/x", headers={"Host": "other.test"}).status_code == 200
+
+
 def test_force_https_lets_https_requests_through(client, mango):
     HostRule.objects.filter(host="www.mango.com").update(force_https=True)
     result = client.get("/", headers={"Host": "www.mango.com"}, secure=True)
@@ -95,6 +107,43 @@ def test_warm_requests_and_https_redirects_make_no_query(client, mango, django_a
     with django_assert_num_queries(0):
         assert client.get("/", headers={"Host": "www.mango.com"}).status_code == 200
         assert client.get("/", headers={"Host": "secure.mango.com"}).status_code == 308
+
+
+def test_a_stale_challenge_token_is_deleted_by_the_next_round(mango):
+    AcmeChallenge.objects.create(token="old", key_authorization="old.x", host="www.mango.com")
+    AcmeChallenge.objects.create(token="new", key_authorization="new.x", host="www.mango.com")
+    AcmeChallenge.objects.filter(token="old").update(
+        created=timezone.now() - datetime.timedelta(days=2)
+    )
+    assert acme.issue_due_certificates() == []  # nothing due: no CA asked
+    assert list(AcmeChallenge.objects.values_list("token", flat=True)) == ["new"]
+
+
+# The routes file ----------------------------------------------------------------------------
+
+
+def test_tls_and_force_https_go_through_the_routes_file_and_certificates_do_not(mango, tmp_path):
+    HostRule.objects.filter(host="www.mango.com").update(tls="auto", force_https=True)
+    chain, key = make_certificate(["www.mango.com"])
+    acme.store_certificate("www.mango.com", chain, key, uploaded=True)
+    exported = StringIO()
+    call_command("export_routes", stdout=exported)
+    table = yaml.safe_load(exported.getvalue())
+    (host,) = table["hosts"]
+    assert (host["tls"], host["force_https"]) == ("auto", True)
+    assert "certificate" not in exported.getvalue().lower()
+    host.update(tls="off", force_https=False)
+    table["hosts"].append({"host": "*.kiwi.com", "pool": host["pool"], "tls": "auto"})
+    routes = tmp_path / "routes.yaml"
+    routes.write_text(yaml.safe_dump(table))
+    with pytest.raises(CommandError):
+        call_command("import_routes", str(routes), stdout=StringIO(), stderr=StringIO())
+    table["hosts"].pop()
+    routes.write_text(yaml.safe_dump(table))
+    call_command("import_routes", str(routes), stdout=StringIO())
+    rule = HostRule.objects.get(host="www.mango.com")
+    assert (rule.tls, rule.force_https) == ("off", False)
+    assert Certificate.objects.filter(host="www.mango.com").exists()
 
 
 # Certificates are state: their own version, never the routing version -----------------------

@@ -148,6 +148,9 @@ def test_a_round_issues_what_it_can_and_records_what_failed(issued):
     ), lines
     assert not any(line.startswith("plain.test") for line in lines)
     assert lines[-1] == "2 certificates due, 1 failed."
+    # Keys are stored, never printed or logged.
+    for text in (issued.first_round, issued.plain.log(), (issued.home / "tls.log").read_text()):
+        assert "PRIVATE KEY" not in text
 
 
 def test_the_failure_is_stored_with_a_back_off_and_not_retried_before_it(issued):
