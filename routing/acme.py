@@ -120,16 +120,16 @@ def account_client():
             uri=account.uri, body=messages.Registration()
         )
         return acme_client
-    registration = messages.NewRegistration.from_data(
-        email=settings.ACME_EMAIL or None, terms_of_service_agreed=True
-    )
-    if account.uri:  # the e-mail address changed: tell the CA
-        network.account = messages.RegistrationResource(
-            uri=account.uri, body=messages.Registration()
+    email = settings.ACME_EMAIL or None
+    if account.uri:  # the contact address changed: tell the CA
+        network.account = acme_client.update_registration(
+            messages.RegistrationResource(uri=account.uri, body=messages.Registration()),
+            messages.Registration.from_data(email=email),
         )
-        network.account = acme_client.update_registration(network.account, registration)
     else:
-        network.account = acme_client.new_account(registration)
+        network.account = acme_client.new_account(
+            messages.NewRegistration.from_data(email=email, terms_of_service_agreed=True)
+        )
     account.uri, account.email = network.account.uri, settings.ACME_EMAIL
     account.save(update_fields=["uri", "email"])
     return acme_client

@@ -125,11 +125,15 @@ class _Setup:
         if not verify:
             context.check_hostname = False
             context.verify_mode = ssl.CERT_NONE
-        with (
-            socket.create_connection(("127.0.0.1", self.tls_port), timeout=10) as raw,
-            context.wrap_socket(raw, server_hostname=host) as conn,
-        ):
-            return x509.load_der_x509_certificate(conn.getpeercert(binary_form=True))
+        try:
+            with (
+                socket.create_connection(("127.0.0.1", self.tls_port), timeout=10) as raw,
+                context.wrap_socket(raw, server_hostname=host) as conn,
+            ):
+                return x509.load_der_x509_certificate(conn.getpeercert(binary_form=True))
+        except ssl.SSLError as error:
+            log = (self.home / "tls.log").read_text()[-3000:]
+            raise AssertionError(f"{host}: {error}\nThe HTTPS master's log ends:\n{log}") from None
 
 
 @pytest.fixture(scope="module")
@@ -260,10 +264,18 @@ def test_a_certificate_near_expiry_is_renewed_and_served_without_a_restart(issue
     # Nothing is near expiry yet...
     assert "www.mango.test" not in issued.certificates()
     # ...until expiry is within the renewal window.
-    renewed = issued.certificates(ACME_RENEW_DAYS="100000")
+    # The account is the same one; its new contact address is told to the CA.
+    renewed = issued.certificates(ACME_RENEW_DAYS="100000", ACME_EMAIL="certs@mango.test")
     assert any(line.split() == ["www.mango.test", "issued"] for line in renewed.splitlines()), (
         renewed
     )
+    accounts = manage_output(
+        issued.env,
+        "shell",
+        "-c",
+        "from routing.models import AcmeAccount as A; print(list(A.objects.values_list('email')))",
+    )
+    assert accounts.strip().splitlines()[-1] == "[('certs@mango.test',)]"
     deadline = time.monotonic() + BOUND
     while issued.served_certificate("www.mango.test").serial_number == before:
         assert time.monotonic() < deadline
