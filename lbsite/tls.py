@@ -7,8 +7,10 @@ clients that ask for no name, or for a name without a certificate, get
 (routing/tls.py chooses the others' by SNI).
 """
 
+import atexit
 import datetime
 import os
+import shutil
 import tempfile
 
 from cryptography import x509
@@ -44,6 +46,7 @@ def fallback_certificate_files():
         .sign(key, hashes.SHA256())
     )
     directory = tempfile.mkdtemp(prefix="lb-tls-")  # mode 0700
+    atexit.register(remove_when_exiting, directory, os.getpid())
     certfile, keyfile = os.path.join(directory, "cert.pem"), os.path.join(directory, "key.pem")
     with open(certfile, "wb") as file:
         file.write(certificate.public_bytes(serialization.Encoding.PEM))
@@ -56,6 +59,16 @@ def fallback_certificate_files():
             )
         )
     return certfile, keyfile
+
+
+def remove_when_exiting(directory, owner_pid):
+    """Remove the fallback's directory when the process that made it (the master) exits.
+
+    Workers inherit the exit hook; they leave the files to the master, which
+    reads them again for every new worker.
+    """
+    if os.getpid() == owner_pid:
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 def alpn_protocols(http_protocols):
