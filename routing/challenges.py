@@ -11,6 +11,7 @@ from django.conf import settings
 from django.http import HttpResponse
 
 from .models import AcmeChallenge
+from .responses import edit_headers
 from .table import release_connection
 
 CHALLENGE_PREFIX = "/.well-known/acme-challenge/"
@@ -36,12 +37,15 @@ def challenge_response(request):
     return plain_response(200, key_authorization)
 
 
-def https_redirect(request):
-    """Return the 308 that sends a plain-HTTP request to the same URL over HTTPS."""
+def https_redirect(request, header_edit=None):
+    """Return the 308 that sends a plain-HTTP request to the same URL over HTTPS.
+
+    header_edit: the rule's response headers (an HSTS header, say), as on its other answers.
+    """
     port = "" if settings.HTTPS_PORT == 443 else f":{settings.HTTPS_PORT}"
     response = plain_response(308, "Permanent Redirect")
     response["Location"] = f"https://{request.host}{port}{request.target}"
-    return response
+    return edit_headers(response, header_edit)
 
 
 def plain_response(status, text):

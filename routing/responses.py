@@ -38,6 +38,11 @@ def error_response(status, header_edit=None):
     body = ERROR_BODIES[status].encode()
     response = HttpResponse(body, status=status, content_type="text/plain; charset=utf-8")
     response["Content-Length"] = len(body)
+    return edit_headers(response, header_edit)
+
+
+def edit_headers(response, header_edit):
+    """Set and remove a rule's response headers on one of the balancer's own answers."""
     if header_edit:
         for name in header_edit.remove:
             del response[name]

@@ -56,7 +56,7 @@ def serve(request, exchange):
     route = match.route
     exchange.rule, exchange.pool, exchange.actions = route.label, route.pool.name, route.actions
     if route.force_https and request.scheme == "http":
-        return https_redirect(request)
+        return https_redirect(request, route.actions.response_headers)
     enforce_firewall(route.actions.firewall, request.client, request.path)
     upstream, header_list = send_to_pool(request, match, exchange)
     if upstream.status == 101:  # a WebSocket handshake the backend accepted

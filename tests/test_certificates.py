@@ -95,6 +95,16 @@ def test_force_https_is_the_hosts_and_covers_its_path_rules_too(client, mango):
     assert client.get("/api/x", headers={"Host": "other.test"}).status_code == 200
 
 
+def test_the_redirect_carries_the_rules_response_headers(client, mango):
+    HostRule.objects.filter(host="www.mango.com").update(
+        force_https=True,
+        response_headers={"set": {"Strict-Transport-Security": "max-age=63072000"}},
+    )
+    result = client.get("/", headers={"Host": "www.mango.com"})
+    assert result.status_code == 308
+    assert result["Strict-Transport-Security"] == "max-age=63072000"
+
+
 def test_force_https_lets_https_requests_through(client, mango):
     HostRule.objects.filter(host="www.mango.com").update(force_https=True)
     result = client.get("/", headers={"Host": "www.mango.com"}, secure=True)
