@@ -31,9 +31,9 @@ _refresher = None
 _generation = 0
 # The health version this process last acted on (None: not yet looked).
 _health_version = None
-# The certificate version the refresher last read (None: not yet looked);
-# tls.py reloads its certificates when it moves.
-polled_certificate_version = None
+# Called by the refresher with each certificate version it reads: tls.py
+# reloads a TLS worker's certificates when it moved.
+certificate_watchers = []
 
 
 def build_route_table():
@@ -181,17 +181,19 @@ def watch_routing_version(interval):
 def refresh_if_changed():
     """Rebuild the table if the version moved; end cool-downs if only the health version did.
 
-    The certificate version is read too, for tls.py.
+    The certificate version is read too, and handed to the certificate watchers.
     """
-    global _health_version, polled_certificate_version
+    global _health_version
     try:
         table = _table
-        version, health_version, polled_certificate_version = RoutingVersion.all_versions()
+        version, health_version, certificate_version = RoutingVersion.all_versions()
         if table is None or version != table.version:
             refresh_route_table()  # its backends' check times are as new as health_version
         elif health_version != _health_version:
             end_cool_downs_after_passed_checks()
         _health_version = health_version
+        for watcher in certificate_watchers:
+            watcher(certificate_version)
     except Exception:
         # A database hiccup must not stop the refresher: keep serving the last
         # good table, drop the connection, and try again on the next tick.

@@ -2,11 +2,13 @@
 
 gunicorn.conf.py hands select_certificate to the worker's TLS context as its
 sni_callback when TLS=auto. Each worker keeps the stored certificates in
-memory, and one TLS context per certificate, made when a client first asks
-for one of its names; it loads them again when the certificate version
-moves, which the route table's refresher polls (table.py). A handshake
-makes no query but the first after a change. A name with no certificate,
-or no name at all, gets the listener's own self-signed certificate.
+memory, read when it starts, and one TLS context per certificate, made when
+a client first asks for one of its names. The route table's refresher
+(table.py) polls the certificate version with the routing version and
+reads the certificates again when it moved: a handshake reads memory only,
+never the database (but the first, should the worker have failed to read
+them at start). A name with no certificate, or no name at all, gets the
+listener's own self-signed certificate.
 """
 
 import contextlib
@@ -22,6 +24,8 @@ logger = logging.getLogger(__name__)
 
 _lock = threading.Lock()
 _store = None
+# The ALPN protocols every certificate's context offers: gunicorn's.
+_alpn_protocols = []
 
 
 class CertificateStore:
@@ -52,49 +56,60 @@ class CertificateStore:
 
 
 def select_certificate(alpn_protocols):
-    """Return an sni_callback that gives each connection its name's certificate."""
+    """Return an sni_callback that gives each connection its name's certificate.
 
-    def callback(ssl_socket, server_name, _context):
-        if not server_name:
-            return None  # no SNI (an address typed as the host): the fallback certificate
+    Called as the worker's TLS context is made (by gthread, for each
+    connection): the first call reads the certificates and has the
+    refresher keep them current.
+    """
+    global _alpn_protocols
+    if _store is None:
+        _alpn_protocols = list(alpn_protocols)
+        if reload_if_changed not in table.certificate_watchers:
+            table.certificate_watchers.append(reload_if_changed)
         try:
-            context = current_store(alpn_protocols).context_for(server_name)
-        except Exception:
-            # A database hiccup or a bad row must not fail the handshake: the
-            # client gets the fallback, and the next one tries again.
-            logger.exception("Could not load the certificate for %s", server_name)
-            return None
-        if context is not None:
-            ssl_socket.context = context
+            load_store()
+        except Exception:  # the database is not there yet: the first handshake tries again
+            logger.exception("Could not read the certificates")
+        table.ensure_refresher()
+    return choose_certificate
+
+
+def choose_certificate(ssl_socket, server_name, _context):
+    """Give a TLS connection the certificate of the name it asks for (an sni_callback)."""
+    if not server_name:
+        return None  # no SNI (an address typed as the host): the fallback certificate
+    try:
+        store = _store or load_store()
+        context = store.context_for(server_name)
+    except Exception:
+        # A database hiccup or a bad row must not fail the handshake: the
+        # client gets the fallback, and the next one tries again.
+        logger.exception("Could not load the certificate for %s", server_name)
         return None
+    if context is not None:
+        ssl_socket.context = context
+    return None
 
-    return callback
 
-
-def current_store(alpn_protocols):
-    """Return this worker's certificates, loading them on first use and after a change."""
-    table.ensure_refresher()
+def reload_if_changed(certificate_version):
+    """Read the certificates again if their version moved (called by the refresher)."""
     store = _store
-    polled = table.polled_certificate_version
-    if store is not None and (polled is None or polled == store.version):
-        return store
-    with _lock:
-        store = _store
-        if store is None or (polled is not None and polled != store.version):
-            store = load_store(alpn_protocols)
-    return store
+    if store is None or store.version != certificate_version:
+        load_store()
 
 
-def load_store(alpn_protocols):
+def load_store():
     """Read every issued certificate into a new store and make it this worker's."""
     global _store
-    try:
-        # The version first: a certificate stored meanwhile moves it past this one.
-        version = RoutingVersion.all_versions()[2]
-        rows = list(Certificate.objects.exclude(chain_pem="").exclude(private_key_pem=""))
-    finally:
-        table.release_connection()
-    _store = CertificateStore(version, rows, alpn_protocols)
+    with _lock:
+        try:
+            # The version first: a certificate stored meanwhile moves it past this one.
+            version = RoutingVersion.all_versions()[2]
+            rows = list(Certificate.objects.exclude(chain_pem="").exclude(private_key_pem=""))
+        finally:
+            table.release_connection()
+        _store = CertificateStore(version, rows, _alpn_protocols)
     return _store
 
 

@@ -20,6 +20,14 @@ from .acme_ca import make_certificate
 pytestmark = pytest.mark.django_db
 
 
+@pytest.fixture(autouse=True)
+def no_certificates_in_memory():
+    """Start and end each test with no certificates read into this process."""
+    tls.forget_certificates()
+    yield
+    tls.forget_certificates()
+
+
 @pytest.fixture
 def mango(make_route, demo_backends):
     return make_route(demo_backends["mango"], host="www.mango.com")
@@ -312,11 +320,23 @@ def test_the_store_finds_a_name_exactly_then_by_its_wildcard():
     acme.store_certificate("www.mango.com", chain, key, uploaded=True)
     acme.store_certificate("kiwi.com", wild_chain, wild_key, uploaded=True)
     acme.record_failure("www.apple.com", "refused")  # no certificate: not served
-    tls.forget_certificates()
-    store = tls.load_store(["h2", "http/1.1"])
+    store = tls.load_store()
     assert isinstance(store.context_for("WWW.MANGO.COM."), ssl.SSLContext)
     assert store.context_for("shop.kiwi.com") is not None
     assert store.context_for("a.shop.kiwi.com") is None
     assert store.context_for("www.apple.com") is None
     assert store.context_for("www.mango.com") is store.context_for("www.mango.com")
     assert store.version == RoutingVersion.all_versions()[2]
+
+
+def test_the_refresher_reloads_the_certificates_only_when_their_version_moved(
+    django_assert_num_queries,
+):
+    store = tls.load_store()
+    with django_assert_num_queries(0):
+        tls.reload_if_changed(store.version)
+    assert tls._store is store
+    chain, key = make_certificate(["www.mango.com"])
+    acme.store_certificate("www.mango.com", chain, key, uploaded=True)
+    tls.reload_if_changed(RoutingVersion.all_versions()[2])
+    assert tls._store is not store and tls._store.context_for("www.mango.com") is not None
