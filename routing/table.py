@@ -6,6 +6,8 @@ and rebuilds the snapshot when it moves, so an admin edit reaches every worker
 and every instance without touching the request path. When only the health
 version moved (a backend passed an active check), the thread re-reads just
 when this process's cooling backends last passed, and ends their cool-downs.
+The same query reads the certificate version, for the certificate watchers
+(tls.py, in a worker serving TLS=auto).
 """
 
 import contextlib

@@ -34,6 +34,8 @@ from .conftest import (
     wait_until_serving,
 )
 
+# The HTTPS listener is first polled without checking its certificate.
+pytestmark = pytest.mark.filterwarnings("ignore::urllib3.exceptions.InsecureRequestWarning")
 BOUND = 60  # seconds; a busy machine's CA takes a few of them per order
 
 

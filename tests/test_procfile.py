@@ -24,6 +24,8 @@ PORTS = {
 }
 HTTPS_PORT = 8443
 HONCHO = os.path.join(os.path.dirname(sys.executable), "honcho")
+# The HTTPS listener is first polled without checking its certificate.
+pytestmark = pytest.mark.filterwarnings("ignore::urllib3.exceptions.InsecureRequestWarning")
 BOUND = 30
 
 
