@@ -35,6 +35,6 @@ RUN SECRET_KEY=build-only-not-used-at-runtime \
 # Numeric, so Kubernetes' runAsNonRoot can verify it (user "app" above).
 USER 10001:10001
 
-EXPOSE 8000 8001
+EXPOSE 8000 8001 8443
 
 CMD ["gunicorn", "lbsite.wsgi", "--bind", "0.0.0.0:8000"]

@@ -6,7 +6,7 @@ HTTPBIN_BIN := $(abspath .venv-httpbin)/bin
 PYTHON ?= python3
 export PATH := $(BIN):$(PATH)
 
-.PHONY: run test lint format up down clean chromium curl redis-server screenshots bench
+.PHONY: run test lint format up down clean chromium curl redis-server pebble screenshots bench
 
 $(BIN)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -30,27 +30,31 @@ curl:
 # starts one beside the balancer, and the tests start their own.
 redis-server:
 	@command -v redis-server >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends redis-server; }
+# The automatic-HTTPS tests get their certificates from a real ACME CA:
+# Debian's pebble (Let's Encrypt's test CA), with pebble-challtestsrv as its DNS.
+pebble:
+	@command -v pebble >/dev/null && command -v pebble-challtestsrv >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends pebble; }
 
 # A secret key made once per checkout; honcho reads .env for every command.
 .env:
 	$(PYTHON) -c "import secrets; print('SECRET_KEY=' + secrets.token_urlsafe(50))" > $@
 
-## run: the balancer (traffic :8000, admin :8001), Redis (:6380) and four demo backends, with the demo routes
+## run: the balancer (traffic :8000, HTTPS :8443, admin :8001), Redis (:6380), four demo backends, the demo routes
 run: $(BIN)/.installed .env redis-server
 	honcho run python manage.py migrate --noinput
 	honcho run python manage.py load_demo_routes
 	honcho run python manage.py ensure_admin
 	honcho run python manage.py collectstatic --noinput --verbosity 0
-	@echo "Traffic: http://127.0.0.1:8000/    Admin: http://127.0.0.1:8001/admin/"
+	@echo "Traffic: http://127.0.0.1:8000/ and https://127.0.0.1:8443/    Admin: http://127.0.0.1:8001/admin/"
 	honcho start
 
 ## test: lint, then the whole test suite
-test: $(BIN)/.installed $(HTTPBIN_BIN)/.installed chromium curl redis-server lint
+test: $(BIN)/.installed $(HTTPBIN_BIN)/.installed chromium curl redis-server pebble lint
 	HTTPBIN_GUNICORN=$(HTTPBIN_BIN)/gunicorn pytest
 
 ## screenshots: refresh the admin screenshots in docs/ from the browser test
 screenshots: $(BIN)/.installed chromium
-	SCREENSHOT_DIR=docs/screenshots pytest tests/test_browser.py tests/test_browser_history.py
+	SCREENSHOT_DIR=docs/screenshots pytest tests/test_browser.py tests/test_browser_history.py tests/test_browser_certificates.py
 
 lint: $(BIN)/.installed
 	ruff check .

@@ -9,12 +9,13 @@ hooks act for the balancer only, but for the open-files limit.
 import ipaddress
 import os
 import resource
+import sys
 import tempfile
 
 from gunicorn import sock
 from gunicorn.util import parse_address
 
-from lbsite import http2, listeners
+from lbsite import http2, listeners, tls
 
 # Evented workers: gevent serves each client connection in a greenlet, so a
 # slow or idle client, or a request waiting on a slow backend, costs a little
@@ -44,6 +45,19 @@ graceful_timeout = int(os.environ.get("GRACEFUL_TIMEOUT", "30"))
 # TLS termination by gunicorn itself, when both files are given.
 certfile = os.environ.get("TLS_CERTFILE") or None
 keyfile = os.environ.get("TLS_KEYFILE") or None
+# TLS=auto: each host's certificate from the database, chosen by SNI (see
+# ssl_context); gunicorn's own certificate is then a self-signed fallback.
+try:
+    TLS_MODE = tls.tls_mode()
+except ValueError as error:
+    raise SystemExit(str(error)) from None
+if TLS_MODE == "auto":
+    if certfile or keyfile:
+        raise SystemExit(
+            "TLS=auto takes each host's certificate from the database: unset "
+            "TLS_CERTFILE and TLS_KEYFILE, or TLS."
+        )
+    certfile, keyfile = tls.fallback_certificate_files()
 # With TLS, each client chooses HTTP/2 or HTTP/1.1 by ALPN. Without, HTTP/1.1
 # only: browsers speak HTTP/2 over TLS alone, and cleartext HTTP/2 (h2c) is
 # for a trusted proxy in front, which can as well speak HTTP/1.1 here.
@@ -182,8 +196,16 @@ def uses_gevent(worker_class):
 
 
 def ssl_context(config, default_ssl_context_factory):
-    """Return gunicorn's TLS context; under gevent, one that ends slow or failed handshakes."""
+    """Return gunicorn's TLS context; under gevent, one that ends slow or failed handshakes.
+
+    Under TLS=auto it chooses each connection's certificate by SNI from the
+    database (the worker has loaded the application, and Django with it).
+    """
     context = default_ssl_context_factory()
+    if TLS_MODE == "auto" and BALANCER_APP in sys.modules:  # not a demo backend's worker
+        from routing.tls import select_certificate
+
+        context.sni_callback = select_certificate(tls.alpn_protocols(config.http_protocols))
     if not uses_gevent(config.worker_class):
         return context
     from lbsite.workers import HandshakeDeadline  # in a gevent worker: gevent is loaded

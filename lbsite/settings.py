@@ -56,6 +56,19 @@ ALLOWED_HOSTS = ADMIN_HOSTS
 # are then seen, which suits tests and single-process tools.
 ROUTE_TABLE_REFRESH_INTERVAL = float(os.environ.get("ROUTE_TABLE_REFRESH_INTERVAL", "0.25"))
 
+# Automatic HTTPS (manage.py certificates, and TLS=auto under gunicorn): the
+# ACME CA's directory, the account's contact address, a CA bundle to trust
+# the CA's own HTTPS with (a private CA's; blank: the system's), how many
+# days before expiry a certificate is renewed, and the port HTTPS is served
+# on as clients reach it (force_https redirects there; 443 is left out).
+ACME_DIRECTORY_URL = os.environ.get(
+    "ACME_DIRECTORY_URL", "https://acme-v02.api.letsencrypt.org/directory"
+)
+ACME_EMAIL = os.environ.get("ACME_EMAIL", "")
+ACME_CA_BUNDLE = os.environ.get("ACME_CA_BUNDLE", "")
+ACME_RENEW_DAYS = int(os.environ.get("ACME_RENEW_DAYS", "30"))
+HTTPS_PORT = int(os.environ.get("HTTPS_PORT", "443"))
+
 # The name this balancer gives itself in the Via header it adds both ways.
 VIA_PSEUDONYM = os.environ.get("VIA_PSEUDONYM", "django-lb")
 

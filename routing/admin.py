@@ -10,6 +10,7 @@ from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 
+from .certificate_admin import CertificateAdmin  # noqa: F401  (registers it)
 from .forms import AccessListPasswordForm, AccessListUserCreationForm, RuleForm
 from .models import (
     ACTION_FIELDS,
@@ -208,9 +209,16 @@ class RuleAdmin(admin.ModelAdmin):
 
 @admin.register(HostRule)
 class HostRuleAdmin(RuleAdmin):
-    list_display = ("host", "target", "live", "enabled", "preserve_host", "action_list")
-    rule_fields = ("host", "enabled", "preserve_host")
+    list_display = ("host", "target", "live", "enabled", "tls", "preserve_host", "action_list")
+    list_filter = ("enabled", "tls", "pool")
+    rule_fields = ("host", "enabled", "preserve_host", "tls", "force_https")
     search_fields = ("host", "pool__name")
+
+    def formfield_for_dbfield(self, db_field, request, **kwargs):
+        if db_field.name == "tls":
+            # A post without it (a script's) keeps the default, as in the routes file.
+            kwargs["required"] = False
+        return super().formfield_for_dbfield(db_field, request, **kwargs)
 
 
 @admin.register(PathRule)

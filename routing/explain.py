@@ -4,6 +4,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from . import actions, guards
+from .challenges import https_url
 from .models import HostRule, PathRule
 from .prefixes import prefix_segments
 from .resolver import normalise_host, path_segments, resolve, split_target
@@ -129,7 +130,10 @@ def explain(table, url, client=None):
             "lets it through" if client is not None else "lets the path through (no client given)"
         )
     rule_actions, location = match.route.actions, ""
-    if refusal:
+    if match.route.force_https and not url.lower().startswith("https://"):
+        status, location = 308, https_url(host, target)
+        answer, verdict = f"308 redirect to {location} (force HTTPS)", ""
+    elif refusal:
         status, answer = 403, "403 Forbidden"
     elif rule_actions.redirect:
         redirect = rule_actions.redirect

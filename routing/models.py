@@ -314,6 +314,10 @@ class RoutingVersion(models.Model):
     # workers then re-read when their cooling backends last passed, never
     # the whole table.
     health_version = models.PositiveBigIntegerField(default=0)
+    # Increased whenever a certificate is stored or deleted: workers serving
+    # TLS then reload their certificates. Certificates are state, not
+    # configuration, so this never moves the routing version.
+    certificate_version = models.PositiveBigIntegerField(default=0)
 
     SINGLETON_ID = 1
 
@@ -363,6 +367,11 @@ class RoutingVersion(models.Model):
         cls._increase("health_version")
 
     @classmethod
+    def bump_certificates(cls):
+        """Increase the certificate version: a certificate was stored or deleted."""
+        cls._increase("certificate_version")
+
+    @classmethod
     def _increase(cls, field):
         row = cls.objects.filter(pk=cls.SINGLETON_ID)
         if not row.update(**{field: F(field) + 1}):
@@ -380,8 +389,15 @@ class RoutingVersion(models.Model):
     @classmethod
     def current_versions(cls):
         """Return the current version and health version, in one query."""
-        versions = cls.objects.filter(pk=cls.SINGLETON_ID).values_list("version", "health_version")
-        return versions.first() or (0, 0)
+        return cls.all_versions()[:2]
+
+    @classmethod
+    def all_versions(cls):
+        """Return the version, the health version and the certificate version, in one query."""
+        versions = cls.objects.filter(pk=cls.SINGLETON_ID).values_list(
+            "version", "health_version", "certificate_version"
+        )
+        return versions.first() or (0, 0, 0)
 
 
 class RoutingModel(models.Model):
@@ -407,7 +423,7 @@ class RoutingModel(models.Model):
 
     @classmethod
     def row_errors(cls, rows):
-        """Yield an error for each row whose fields do not fit together."""
+        """Yield an error for each row whose fields, each valid alone, do not go together."""
         return ()
 
     @classmethod
@@ -795,6 +811,12 @@ class Rule(RoutingModel):
             )
 
 
+TLS_CHOICES = [
+    ("off", "Off: plain HTTP only (or a certificate you upload)"),
+    ("auto", "Automatic: a certificate from the ACME CA, renewed before it expires"),
+]
+
+
 class HostRule(Rule):
     """Send every request for a host to a pool."""
 
@@ -804,6 +826,21 @@ class HostRule(Rule):
         validators=[validate_host_pattern],
         help_text="Host name, e.g. www.mango.com, or a wildcard for its "
         "subdomains, e.g. *.mango.com (which does not match mango.com).",
+    )
+    tls = models.CharField(
+        "TLS",
+        max_length=8,
+        choices=TLS_CHOICES,
+        default="off",
+        help_text="auto: `manage.py certificates` gets a certificate for this host from "
+        "the ACME CA (ACME_DIRECTORY_URL, e.g. Let's Encrypt) over HTTP-01 and "
+        "renews it; the HTTPS listener serves it by SNI. Not for wildcard hosts.",
+    )
+    force_https = models.BooleanField(
+        "force HTTPS",
+        default=False,
+        help_text="Answer plain-HTTP requests for this host with a 308 redirect to "
+        "https://host/path?query (ACME challenges excepted).",
     )
 
     class Meta:
@@ -818,6 +855,24 @@ class HostRule(Rule):
 
     def normalise(self):
         self.host = normalise_host_pattern(self.host)
+
+    @classmethod
+    def row_errors(cls, rows):
+        """Refuse what any rule refuses, and tls=auto on a wildcard host: HTTP-01
+        cannot prove a wildcard."""
+        yield from super().row_errors(rows)
+        for row in rows:
+            if row.tls == "auto" and row.host.startswith("*."):
+                yield ValidationError(
+                    {
+                        "tls": ValidationError(
+                            "Automatic TLS cannot cover a wildcard host: the ACME HTTP-01 "
+                            "challenge proves one name at a time. Upload a wildcard "
+                            "certificate instead, or list the hosts one by one.",
+                            code="tls_auto_wildcard",
+                        )
+                    }
+                )
 
     @classmethod
     def tie_errors(cls, rows):
@@ -920,3 +975,90 @@ class Revision(models.Model):
 
     def __str__(self):
         return f"revision {self.number}"
+
+
+# Certificates and the ACME state behind them. They are state, not
+# configuration: never in the routes file, and their writes move the
+# certificate version (signals.py), never the routing version.
+
+
+class Certificate(models.Model):
+    """A host's TLS certificate and key, from the ACME CA or uploaded, with its renewal state."""
+
+    host = models.CharField(
+        max_length=MAX_HOST_LENGTH,
+        unique=True,
+        help_text="The host it is for, e.g. www.mango.com: the host rule's host "
+        "for an automatic certificate.",
+    )
+    names = models.JSONField(
+        default=list,
+        blank=True,
+        help_text="The DNS names the certificate covers, read from it.",
+    )
+    chain_pem = models.TextField(
+        "certificate chain (PEM)",
+        blank=True,
+        help_text="The certificate first, then its intermediates.",
+    )
+    private_key_pem = models.TextField("private key (PEM)", blank=True)
+    not_before = models.DateTimeField(null=True, blank=True)
+    not_after = models.DateTimeField("expires", null=True, blank=True)
+    issuer = models.CharField(max_length=500, blank=True)
+    uploaded = models.BooleanField(
+        default=False,
+        help_text="Uploaded by an operator: never renewed by the ACME loop.",
+    )
+    last_error = models.TextField(blank=True)
+    failures = models.PositiveIntegerField(
+        default=0, help_text="Failed orders in a row since the last success."
+    )
+    next_attempt = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="After a failed order: no new order before this time (back-off).",
+    )
+    updated = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["host"]
+        constraints = [normalised_host_constraint("certificate")]
+
+    def __str__(self):
+        return self.host
+
+    @property
+    def issued(self):
+        """Whether a certificate and key are stored (a failed first order stores none)."""
+        return bool(self.chain_pem and self.private_key_pem)
+
+
+class AcmeAccount(models.Model):
+    """The deployment's one account with an ACME CA: its key and URL, per directory."""
+
+    directory_url = models.CharField(max_length=500, unique=True)
+    key_pem = models.TextField()
+    uri = models.CharField("account URL", max_length=500, blank=True)
+    email = models.CharField(max_length=254, blank=True)
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        verbose_name = "ACME account"
+
+    def __str__(self):
+        return self.uri or self.directory_url
+
+
+class AcmeChallenge(models.Model):
+    """A pending HTTP-01 challenge: the traffic listener answers its token for the CA."""
+
+    token = models.CharField(max_length=200, unique=True)
+    key_authorization = models.CharField(max_length=500)
+    host = models.CharField(max_length=MAX_HOST_LENGTH)
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        verbose_name = "ACME challenge"
+
+    def __str__(self):
+        return f"{self.host}: {self.token}"

@@ -8,6 +8,7 @@ from .models import (
     AccessList,
     AccessListUser,
     Backend,
+    Certificate,
     HostRule,
     PathRule,
     Pool,
@@ -32,6 +33,15 @@ for model in (Pool, Backend, AccessList, AccessListUser, HostRule, PathRule):
     pre_save.connect(validate_before_save, sender=model)
     post_save.connect(bump_routing_version, sender=model)
     post_delete.connect(bump_routing_version, sender=model)
+
+
+def bump_certificate_version(sender, **kwargs):
+    """Tell every worker serving TLS that its certificates are stale (never a routing change)."""
+    RoutingVersion.bump_certificates()
+
+
+post_save.connect(bump_certificate_version, sender=Certificate)
+post_delete.connect(bump_certificate_version, sender=Certificate)
 
 
 @receiver(routing_changed)

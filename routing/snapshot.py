@@ -154,6 +154,7 @@ class Route:
     strip_prefix: bool = False
     preserve_host: bool = False
     actions: Actions = NO_ACTIONS
+    force_https: bool = False
 
     @functools.cached_property
     def label(self):

@@ -6,6 +6,8 @@ and rebuilds the snapshot when it moves, so an admin edit reaches every worker
 and every instance without touching the request path. When only the health
 version moved (a backend passed an active check), the thread re-reads just
 when this process's cooling backends last passed, and ends their cool-downs.
+The same query reads the certificate version, for the certificate watchers
+(tls.py, in a worker serving TLS=auto).
 """
 
 import contextlib
@@ -31,6 +33,9 @@ _refresher = None
 _generation = 0
 # The health version this process last acted on (None: not yet looked).
 _health_version = None
+# Called by the refresher with each certificate version it reads: tls.py
+# reloads a TLS worker's certificates when it moved.
+certificate_watchers = []
 
 
 def build_route_table():
@@ -73,6 +78,9 @@ def build_route_table():
     access_lists = {
         row.id: resolve_access_list(row, users.get(row.id, ())) for row in AccessList.objects.all()
     }
+    host_rules = list(HostRule.objects.filter(enabled=True).order_by("id"))
+    # force_https is the host's: every rule of that host pattern redirects.
+    forced_hosts = {rule.host for rule in host_rules if rule.force_https}
     routes = [
         snapshot.Route(
             kind="host",
@@ -81,8 +89,9 @@ def build_route_table():
             host=rule.host.lower(),
             preserve_host=rule.preserve_host,
             actions=resolve_actions(rule, access_lists),
+            force_https=rule.force_https,
         )
-        for rule in HostRule.objects.filter(enabled=True).order_by("id")
+        for rule in host_rules
     ]
     routes += [
         snapshot.Route(
@@ -94,6 +103,7 @@ def build_route_table():
             strip_prefix=rule.strip_prefix,
             preserve_host=rule.preserve_host,
             actions=resolve_actions(rule, access_lists),
+            force_https=bool(rule.host) and rule.host in forced_hosts,
         )
         for rule in PathRule.objects.filter(enabled=True).order_by("id")
     ]
@@ -179,16 +189,21 @@ def watch_routing_version(interval):
 
 
 def refresh_if_changed():
-    """Rebuild the table if the version moved; end cool-downs if only the health version did."""
+    """Rebuild the table if the version moved; end cool-downs if only the health version did.
+
+    The certificate version is read too, and handed to the certificate watchers.
+    """
     global _health_version
     try:
         table = _table
-        version, health_version = RoutingVersion.current_versions()
+        version, health_version, certificate_version = RoutingVersion.all_versions()
         if table is None or version != table.version:
             refresh_route_table()  # its backends' check times are as new as health_version
         elif health_version != _health_version:
             end_cool_downs_after_passed_checks()
         _health_version = health_version
+        for watcher in certificate_watchers:
+            watcher(certificate_version)
     except Exception:
         # A database hiccup must not stop the refresher: keep serving the last
         # good table, drop the connection, and try again on the next tick.

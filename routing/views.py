@@ -4,6 +4,7 @@ import logging
 
 from .actions import enforce_firewall
 from .attempts import send_to_pool
+from .challenges import challenge_response, https_redirect
 from .errors import NoRoute, ProxyError
 from .guards import enforce_access_list, enforce_rate_limit, rule_answer
 from .inbound import ClientRequest
@@ -50,6 +51,8 @@ def serve(request, exchange):
     Raises ProxyError to fail.
     """
     request.check()
+    if (answer := challenge_response(request)) is not None:
+        return answer
     match = resolve(get_route_table(), request.host, request.path)
     if match is None:
         raise NoRoute()
@@ -57,6 +60,9 @@ def serve(request, exchange):
     exchange.rule, exchange.actions = route.label, rule_actions
     if route.pool:
         exchange.pool = route.pool.name
+    if route.force_https and request.scheme == "http":
+        exchange.action = "force_https"
+        return https_redirect(request, rule_actions.response_headers)
     enforce_firewall(rule_actions.firewall, request.client, request.path)
     enforce_rate_limit(route, request.client)
     enforce_access_list(rule_actions.access_list, request.authorization, request.client)

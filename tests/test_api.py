@@ -382,3 +382,17 @@ def test_explain_answers_for_a_rule_that_redirects(api):
     data = response.json()
     assert data["pool"] is None and data["location"] == "https://new.example.com/a/b?c=1"
     assert data["status"] == 301
+
+
+def test_tls_auto_on_a_wildcard_host_is_400_naming_tls(api, mango):
+    response = api(
+        "POST", "/api/host-rules/", {"host": "*.mango.com", "pool": "mango", "tls": "auto"}
+    )
+    assert response.status_code == 400 and "tls" in response.json(), response.content
+    response = api(
+        "POST",
+        "/api/host-rules/",
+        {"host": "www.mango.com", "pool": "mango", "tls": "auto", "force_https": True},
+    )
+    assert response.status_code == 201, response.content
+    assert HostRule.objects.get().tls == "auto" and HostRule.objects.get().force_https

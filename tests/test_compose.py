@@ -23,10 +23,24 @@ BACKENDS = {
     "apple1": ("apple", 9081),
     "apple2": ("apple", 9082),
 }
-SERVICES = {*BACKENDS, "migrate", "healthcheck", "balancer", "redis"}
+SERVICES = {
+    *BACKENDS,
+    "migrate",
+    "healthcheck",
+    "balancer",
+    "balancer-https",
+    "certificates",
+    "redis",
+}
 
 # Variables the Compose file reads; COMPOSE_* variables are dropped as well.
-INHERITED_VARIABLES = {"SECRET_KEY", "ADMIN_HOSTS", "POSTGRES_PASSWORD"}
+INHERITED_VARIABLES = {
+    "SECRET_KEY",
+    "ADMIN_HOSTS",
+    "POSTGRES_PASSWORD",
+    "ACME_EMAIL",
+    "HTTPS_PORT",
+}
 POSTGRES_FILES = (COMPOSE_FILE, PROJECT_ROOT / "docker-compose.postgres.yml")
 
 
@@ -166,7 +180,7 @@ def test_health_checker_runs_as_its_own_service_after_the_migration():
 
 def test_balancer_migration_and_checker_share_the_database_volume():
     services = compose_config()["services"]
-    for name in ("migrate", "healthcheck", "balancer"):
+    for name in ("migrate", "healthcheck", "balancer", "balancer-https", "certificates"):
         service = services[name]
         assert service["environment"]["DATABASE_URL"] == "sqlite:////data/db.sqlite3"
         mounts = [(v["source"], v["target"]) for v in service["volumes"]]
@@ -217,13 +231,36 @@ def test_postgres_variant_runs_two_replicas_on_one_database():
     assert "load_demo_routes fruit_routes_compose" in command_line(services["migrate"])
 
 
-def test_the_balancer_counts_rate_limits_in_the_redis_service():
+def test_both_balancer_masters_count_rate_limits_in_the_redis_service():
     services = compose_config()["services"]
-    balancer = services["balancer"]
-    assert balancer["environment"]["REDIS_URL"] == "redis://redis:6379/0"
-    assert balancer["depends_on"]["redis"]["condition"] == "service_healthy"
+    for name in ("balancer", "balancer-https"):
+        assert services[name]["environment"]["REDIS_URL"] == "redis://redis:6379/0"
+        assert services[name]["depends_on"]["redis"]["condition"] == "service_healthy"
     assert services["redis"]["image"].startswith("redis:")
     assert "redis-cli" in services["redis"]["healthcheck"]["test"]
     # The replicas of the PostgreSQL variant share it too.
     scaled = compose_config(POSTGRES_FILES, POSTGRES_PASSWORD="pw")["services"]["balancer"]
     assert scaled["environment"]["REDIS_URL"] == "redis://redis:6379/0"
+
+
+def test_https_is_a_second_balancer_master_with_tls_auto_and_no_admin():
+    services = compose_config()["services"]
+    https = services["balancer-https"]
+    assert "gunicorn lbsite.wsgi --bind 0.0.0.0:8443" in command_line(https)
+    assert https["environment"]["TLS"] == "auto"
+    assert https["environment"]["ADMIN_BIND"] == "off"
+    published = [(p["target"], str(p["published"]), p.get("host_ip")) for p in https["ports"]]
+    assert published == [(8443, "8443", None)]
+    assert https["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
+    # The plain balancer redirects force_https hosts to the published HTTPS port.
+    assert services["balancer"]["environment"]["HTTPS_PORT"] == "8443"
+    assert (
+        compose_config(HTTPS_PORT="443")["services"]["balancer"]["environment"]["HTTPS_PORT"]
+        == "443"
+    )
+
+
+def test_the_certificate_loop_runs_as_its_own_service_after_the_migration():
+    loop = compose_config()["services"]["certificates"]
+    assert "manage.py certificates --loop" in command_line(loop)
+    assert loop["depends_on"]["migrate"]["condition"] == "service_completed_successfully"

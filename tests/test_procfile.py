@@ -25,20 +25,30 @@ PORTS = {
 }
 # Where `make run`'s Redis listens (REDIS_URL of the balancer in the Procfile).
 REDIS_PORT = 6380
+HTTPS_PORT = 8443
 HONCHO = os.path.join(os.path.dirname(sys.executable), "honcho")
+# The HTTPS listener is first polled without checking its certificate.
+pytestmark = pytest.mark.filterwarnings("ignore::urllib3.exceptions.InsecureRequestWarning")
 BOUND = 30
 
 
-def answers(port, host="localhost"):
+def answers(port, host="localhost", scheme="http"):
     try:
-        return requests.get(f"http://127.0.0.1:{port}/", headers={"Host": host}, timeout=2)
+        return requests.get(
+            f"{scheme}://127.0.0.1:{port}/", headers={"Host": host}, timeout=2, verify=False
+        )
     except requests.ConnectionError:
         return None
+
+
+def answers_https(host="localhost"):
+    return answers(HTTPS_PORT, host, scheme="https")
 
 
 @pytest.fixture
 def run_env(tmp_path):
     busy = [name for name, port in PORTS.items() if answers(port) is not None]
+    busy += ["balancer's HTTPS"] if answers_https() is not None else []
     assert not busy, f"ports of {busy} are in use (is `make run` running?)"
     env = {
         **os.environ,
@@ -63,13 +73,18 @@ def test_procfile_runs_demo_and_ctrl_c_stops_it_all(run_env):
     )
     try:
         deadline = time.monotonic() + BOUND
-        while not all(answers(port) is not None for port in PORTS.values()):
+        while not all(answers(port) is not None for port in PORTS.values()) or (
+            answers_https() is None
+        ):
             assert honcho.poll() is None, "honcho exited early"
             assert time.monotonic() < deadline, "not every process came up"
             time.sleep(0.2)
         mango = answers(8000, host="www.mango.com")
         assert mango.text == "This is the mango application."
         assert answers(8000, host="www.apple.com").text == "This is the apple application."
+        # The HTTPS master: the same routes, each host's certificate by SNI (here the
+        # self-signed fallback: the demo hosts have none), and no admin listener.
+        assert answers_https("www.mango.com").text == "This is the mango application."
         admin = requests.get("http://127.0.0.1:8001/admin/login/", timeout=2)
         assert admin.status_code == 200 and 'id="login-form"' in admin.text
         started = processes_of(run_env)
@@ -79,6 +94,7 @@ def test_procfile_runs_demo_and_ctrl_c_stops_it_all(run_env):
         with socket.create_connection(("127.0.0.1", REDIS_PORT), timeout=2) as redis:
             redis.sendall(b"PING\r\n")
             assert redis.recv(16).startswith(b"+PONG")
+        assert any(b"certificates\0--loop" in cmdline for cmdline in started.values())
         # The health checker ran: the demo backends have been checked.
         deadline = time.monotonic() + BOUND
         while not checked_backends(run_env):
@@ -98,6 +114,7 @@ def test_procfile_runs_demo_and_ctrl_c_stops_it_all(run_env):
         time.sleep(0.1)
     assert len(started) >= 3 * len(PORTS)
     assert all(answers(port) is None for port in PORTS.values())
+    assert answers_https() is None
 
 
 def processes_of(env):

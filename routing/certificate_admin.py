@@ -1,0 +1,150 @@
+"""Certificates in the admin: expiry badges, the last error, and uploading one with its key.
+
+A stored private key is never shown: the form's key box is always empty,
+and a certificate is replaced by uploading a chain and key together.
+"""
+
+import datetime
+
+from django import forms
+from django.contrib import admin
+from django.utils import timezone
+from django.utils.html import format_html
+
+from .models import Certificate, normalise_host_pattern, validate_host_pattern
+from .pem import read_certificate
+
+# A certificate that expires sooner than this shows amber.
+EXPIRY_WARNING = datetime.timedelta(days=30)
+
+
+def expiry_badge(certificate, now=None):
+    """Return a coloured badge: red expired or failing, amber expiring soon, green valid."""
+    now = now or timezone.now()
+    if not certificate.issued:
+        colour, label = "#c62828", "failing" if certificate.last_error else "not issued"
+    elif certificate.not_after <= now:
+        colour, label = "#c62828", "expired"
+    elif certificate.last_error:
+        colour, label = "#c62828", f"failing, expires in {(certificate.not_after - now).days} days"
+    elif certificate.not_after - now <= EXPIRY_WARNING:
+        colour, label = "#ef6c00", f"expires in {(certificate.not_after - now).days} days"
+    else:
+        colour, label = "#2e7d32", f"valid, {(certificate.not_after - now).days} days left"
+    return format_html(
+        '<span style="color: {}; font-weight: bold; white-space: nowrap" title="{}">● {}</span>',
+        colour,
+        certificate.last_error or label,
+        label,
+    )
+
+
+class CertificateUploadForm(forms.ModelForm):
+    """A certificate chain and its key, checked to parse and to match before they are stored."""
+
+    private_key_pem = forms.CharField(
+        label="Private key (PEM)",
+        widget=forms.Textarea(attrs={"rows": 6, "autocomplete": "off"}),
+        help_text="The certificate's unencrypted key (-----BEGIN PRIVATE KEY----- ...). "
+        "Never shown again once stored: upload chain and key together to replace them.",
+    )
+
+    class Meta:
+        model = Certificate
+        fields = ["host", "chain_pem", "private_key_pem"]
+        widgets = {"chain_pem": forms.Textarea(attrs={"rows": 10})}
+        help_texts = {
+            "chain_pem": "The certificate first, then its intermediates, in PEM "
+            "(-----BEGIN CERTIFICATE----- ...).",
+        }
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.initial["private_key_pem"] = ""  # never sent back to a browser
+
+    def clean_host(self):
+        host = normalise_host_pattern(self.cleaned_data["host"])
+        validate_host_pattern(host)
+        return host
+
+    def clean(self):
+        cleaned = super().clean()
+        chain, key = cleaned.get("chain_pem"), cleaned.get("private_key_pem")
+        if chain and key:
+            self.details = read_certificate(chain, key)  # ValidationError: shown on the form
+        return cleaned
+
+    def save(self, commit=True):
+        certificate = super().save(commit=False)
+        details = self.details
+        certificate.names = details.names
+        certificate.not_before, certificate.not_after = details.not_before, details.not_after
+        certificate.issuer = details.issuer
+        certificate.uploaded = True
+        certificate.last_error, certificate.failures, certificate.next_attempt = "", 0, None
+        if commit:
+            certificate.save()
+        return certificate
+
+
+@admin.register(Certificate)
+class CertificateAdmin(admin.ModelAdmin):
+    form = CertificateUploadForm
+    list_display = ("host", "expiry", "not_after", "issuer_name", "source", "last_error_line")
+    search_fields = ("host", "names", "issuer")
+    readonly_fields = (
+        "expiry",
+        "names",
+        "not_before",
+        "not_after",
+        "issuer",
+        "uploaded",
+        "last_error",
+        "failures",
+        "next_attempt",
+    )
+
+    def get_fieldsets(self, request, obj=None):
+        upload = (
+            "Upload" if obj is None else "Replace with an uploaded certificate",
+            {"fields": ["host", "chain_pem", "private_key_pem"]},
+        )
+        if obj is None:
+            return [upload]
+        state = (
+            None,
+            {
+                "fields": [
+                    "expiry",
+                    "names",
+                    "not_before",
+                    "not_after",
+                    "issuer",
+                    "uploaded",
+                    "last_error",
+                    "failures",
+                    "next_attempt",
+                ]
+            },
+        )
+        return [state, upload]
+
+    @admin.display(description="Expiry", ordering="not_after")
+    def expiry(self, certificate):
+        return expiry_badge(certificate)
+
+    @admin.display(description="Issuer", ordering="issuer")
+    def issuer_name(self, certificate):
+        """The issuer's common name (CN=...), or the whole name without one."""
+        for part in certificate.issuer.split(","):
+            if part.startswith("CN="):
+                return part.removeprefix("CN=")
+        return certificate.issuer or "-"
+
+    @admin.display(description="Source", ordering="uploaded")
+    def source(self, certificate):
+        return "uploaded" if certificate.uploaded else "ACME"
+
+    @admin.display(description="Last error")
+    def last_error_line(self, certificate):
+        return certificate.last_error[:120] or "-"

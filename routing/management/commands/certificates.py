@@ -1,0 +1,56 @@
+import logging
+import time
+
+from django.core.management.base import BaseCommand
+from django.db import close_old_connections, connection
+
+from routing.acme import issue_due_certificates
+
+logger = logging.getLogger(__name__)
+
+
+class Command(BaseCommand):
+    help = (
+        "Order a certificate from the ACME CA (ACME_DIRECTORY_URL) for every enabled "
+        "host rule with TLS auto that has none, or one expiring within ACME_RENEW_DAYS. "
+        "Failures are stored on the host's certificate and retried after a back-off. "
+        "Once, or with --loop again and again."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument(
+            "--loop", action="store_true", help="Keep going: look for due hosts every --interval."
+        )
+        parser.add_argument(
+            "--interval",
+            type=float,
+            default=60.0,
+            help="Seconds between two rounds of --loop (default 60).",
+        )
+
+    def handle(self, loop, interval, **options):
+        if not loop:
+            self.report(issue_due_certificates(), quiet_when_none=False)
+            return
+        try:
+            while True:
+                try:
+                    self.report(issue_due_certificates(), quiet_when_none=True)
+                except Exception:
+                    # A database hiccup must not end the loop: try again next round.
+                    logger.exception("Certificate round failed; trying again")
+                    connection.close()
+                close_old_connections()
+                time.sleep(interval)
+        except KeyboardInterrupt:
+            return
+
+    def report(self, outcomes, quiet_when_none):
+        if not outcomes and quiet_when_none:
+            return
+        for outcome in outcomes:
+            state = "issued" if outcome.issued else f"FAILED ({outcome.error})"
+            self.stdout.write(f"{outcome.host:40} {state}")
+        failed = sum(not outcome.issued for outcome in outcomes)
+        self.stdout.write(f"{len(outcomes)} certificates due, {failed} failed.")
+        self.stdout.flush()

@@ -1,0 +1,73 @@
+"""Read a PEM certificate chain and its key: the names, dates and issuer stored with them.
+
+Both are checked before anything is stored: the chain parses (the host's
+certificate first, then its intermediates), and the key is the one of the
+first certificate. Messages never quote the key.
+"""
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.x509.oid import ExtensionOID, NameOID
+from django.core.exceptions import ValidationError
+
+
+@dataclass(frozen=True)
+class CertificateDetails:
+    names: list
+    not_before: datetime
+    not_after: datetime
+    issuer: str
+
+
+def read_certificate(chain_pem, key_pem):
+    """Return a chain's details; raise ValidationError if it or its key is not usable."""
+    try:
+        chain = x509.load_pem_x509_certificates(chain_pem.encode())
+    except ValueError:
+        raise ValidationError(
+            "The certificate chain does not parse: give PEM certificates, the host's "
+            "first (-----BEGIN CERTIFICATE----- ...).",
+            code="chain_unreadable",
+        ) from None
+    try:
+        key = serialization.load_pem_private_key(key_pem.encode(), password=None)
+    except (ValueError, TypeError):
+        raise ValidationError(
+            "The private key does not parse: give an unencrypted PEM key "
+            "(-----BEGIN PRIVATE KEY----- ...).",
+            code="key_unreadable",
+        ) from None
+    leaf = chain[0]
+    if key.public_key().public_bytes(*PUBLIC_FORMAT) != leaf.public_key().public_bytes(
+        *PUBLIC_FORMAT
+    ):
+        raise ValidationError(
+            "The private key does not match the certificate (the first of the chain).",
+            code="key_mismatch",
+        )
+    return CertificateDetails(
+        names=certificate_names(leaf),
+        not_before=leaf.not_valid_before_utc,
+        not_after=leaf.not_valid_after_utc,
+        issuer=leaf.issuer.rfc4514_string(),
+    )
+
+
+PUBLIC_FORMAT = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def certificate_names(certificate):
+    """Return the DNS names a certificate covers: its subjectAltName, else its common name."""
+    try:
+        alternative = certificate.extensions.get_extension_for_oid(
+            ExtensionOID.SUBJECT_ALTERNATIVE_NAME
+        )
+    except x509.ExtensionNotFound:
+        return [
+            attribute.value.lower()
+            for attribute in certificate.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+        ]
+    return [name.lower() for name in alternative.value.get_values_for_type(x509.DNSName)]
