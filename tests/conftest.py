@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+import warnings
 from pathlib import Path
 from socketserver import ThreadingMixIn
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
@@ -18,6 +19,7 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 import psycopg
 import pytest
 import requests
+import urllib3
 from django.core.management import call_command
 from django.test import Client
 
@@ -64,7 +66,9 @@ def wait_until_serving(url, process, host="localhost", verify=True):
         if process.poll() is not None:
             raise RuntimeError(f"server for {url} exited with {process.returncode}")
         try:
-            requests.get(url, headers={"Host": host}, timeout=1, verify=verify)
+            with warnings.catch_warnings():  # verify=False: a self-signed test certificate
+                warnings.simplefilter("ignore", urllib3.exceptions.InsecureRequestWarning)
+                requests.get(url, headers={"Host": host}, timeout=1, verify=verify)
             return
         except (requests.ConnectionError, requests.Timeout):  # not up yet, or a busy machine
             time.sleep(0.05)
