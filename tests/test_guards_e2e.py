@@ -242,3 +242,50 @@ def test_requests_pass_while_redis_is_down(balancer, redis_server):
     while get(balancer, "/", "slow.test", "127.0.0.9")[0] == 200:  # counted again
         assert time.monotonic() < deadline, "the rate limit never came back with Redis"
         time.sleep(0.2)
+
+
+@pytest.fixture(scope="module")
+def one_worker(tmp_path_factory, demo_backends):
+    """A balancer of one (evented) worker: an access list's rule and a plain one."""
+    rows = [
+        *pool_rows("mango", demo_backends["mango"]),
+        {"model": "routing.accesslist", "fields": {"name": "staff"}},
+        {
+            "model": "routing.accesslistuser",
+            "fields": {
+                "access_list": ["staff"],
+                "username": "alice",
+                "password": make_password("s3cret pass"),
+            },
+        },
+        rule_row("mango", host="staff.test", access_list=["staff"]),
+        rule_row("mango", host="plain.test"),
+    ]
+    home = tmp_path_factory.mktemp("one-worker")
+    server = Balancer(balancer_environment(home, rows), workers=1)
+    yield server
+    server.stop()
+
+
+def test_password_checks_do_not_hold_up_the_workers_other_requests(one_worker):
+    # Each wrong password costs a full hash check (~0.3 s of CPU): the worker
+    # must go on serving its other connections meanwhile.
+    finished = []
+
+    def wrong(number):
+        credentials = base64.b64encode(f"alice:guess {number}".encode()).decode()
+        status, _headers, _body = get(
+            one_worker, "/", "staff.test", headers={"Authorization": "Basic " + credentials}
+        )
+        finished.append(("wrong", status))
+
+    threads = [threading.Thread(target=wrong, args=(number,)) for number in range(4)]
+    for thread in threads:
+        thread.start()
+    time.sleep(0.1)  # the checks have begun
+    status, _headers, _body = get(one_worker, "/", "plain.test")
+    finished.append(("plain", status))
+    for thread in threads:
+        thread.join(BOUND * 4)
+    assert finished[0] == ("plain", 200), finished
+    assert sorted(finished[1:]) == [("wrong", 401)] * 4
