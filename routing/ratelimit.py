@@ -119,9 +119,23 @@ class RedisCounter:
         return None if allowed else max(wait, 1) / 1e6
 
     def run_script(self, key, *args):
-        """Run the GCRA script for a key (EVALSHA; EVAL when Redis no longer has it)."""
+        """Run the GCRA script for a key (EVALSHA; EVAL when Redis no longer has it).
+
+        A kept connection that fails (Redis restarted while it sat idle) is
+        dropped with every other kept one, and the script runs once more on a
+        new connection.
+        """
         script = gcra_script()
-        connection = self.connection(script)
+        kept = self.kept_connection()
+        if kept is not None:
+            try:
+                return self.run_on(kept, script, key, args)
+            except redis.ConnectionError:
+                self.idle.clear()  # Redis went away since they were used: all are stale
+        connection = script.registered_client.connection_pool.make_connection()
+        return self.run_on(connection, script, key, args)
+
+    def run_on(self, connection, script, key, args):
         try:
             try:
                 connection.send_command("EVALSHA", script.sha, 1, key, *args, check_health=False)
@@ -135,13 +149,11 @@ class RedisCounter:
         self.idle.append(connection)
         return result
 
-    def connection(self, script):
+    def kept_connection(self):
+        """Return a connection this worker kept from an earlier call, or None."""
         if self.pid != os.getpid():  # forked: the parent's connections are not this worker's
             self.idle, self.pid = [], os.getpid()
-        try:
-            return self.idle.pop()
-        except IndexError:
-            return script.registered_client.connection_pool.make_connection()
+        return self.idle.pop() if self.idle else None
 
     def failed(self, error):
         observe.RATE_LIMIT_REDIS_ERRORS.inc()

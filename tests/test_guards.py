@@ -454,3 +454,21 @@ def test_a_firewalls_403_is_counted_as_a_refusal(client, mango):
     before = REGISTRY.get_sample_value("lb_refused_total", labels) or 0
     assert client.get("/", headers={"Host": "a.test"}, REMOTE_ADDR="127.0.0.1").status_code == 403
     assert REGISTRY.get_sample_value("lb_refused_total", labels) == before + 1
+
+
+def test_a_redis_restart_costs_no_request_its_count(settings, redis_server):
+    settings.REDIS_URL = redis_server.url
+    ratelimit.gcra_script.cache_clear()
+    counter = ratelimit.RedisCounter()
+    try:
+        # One request a minute, no burst: the first passes, the second waits.
+        assert counter.take("restart", 60.0, 0.0) is None
+        assert counter.take("restart", 60.0, 0.0) > 50
+        redis_server.stop()
+        redis_server.start()  # empty again: the kept connection is stale
+        errors = REGISTRY.get_sample_value("lb_rate_limit_redis_errors_total") or 0
+        assert counter.take("restart", 60.0, 0.0) is None  # counted, on a new connection
+        assert counter.take("restart", 60.0, 0.0) > 50
+        assert (REGISTRY.get_sample_value("lb_rate_limit_redis_errors_total") or 0) == errors
+    finally:
+        ratelimit.gcra_script.cache_clear()
