@@ -10,12 +10,12 @@ import ipaddress
 import os
 import resource
 import sys
-import tempfile
 
 from gunicorn import sock
 from gunicorn.util import parse_address
 
 from lbsite import http2, listeners, tls
+from lbsite.rundirs import run_directory
 
 # Evented workers: gevent serves each client connection in a greenlet, so a
 # slow or idle client, or a request waiting on a slow backend, costs a little
@@ -232,7 +232,7 @@ def prepare_metrics_directory():
     """
     directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     if not directory:
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="lb-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = run_directory("lb-metrics-")
         return
     # Counts of an earlier run must not add up with this one's.
     os.makedirs(directory, exist_ok=True)

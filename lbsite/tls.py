@@ -7,16 +7,15 @@ clients that ask for no name, or for a name without a certificate, get
 (routing/tls.py chooses the others' by SNI).
 """
 
-import atexit
 import datetime
 import os
-import shutil
-import tempfile
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+
+from lbsite.rundirs import run_directory
 
 TLS_MODES = ("off", "auto")
 FALLBACK_NAME = "django-lb fallback certificate"
@@ -45,8 +44,7 @@ def fallback_certificate_files():
         .not_valid_after(now + datetime.timedelta(days=3650))
         .sign(key, hashes.SHA256())
     )
-    directory = tempfile.mkdtemp(prefix="lb-tls-")  # mode 0700
-    atexit.register(remove_when_exiting, directory, os.getpid())
+    directory = run_directory("lb-tls-")
     certfile, keyfile = os.path.join(directory, "cert.pem"), os.path.join(directory, "key.pem")
     with open(certfile, "wb") as file:
         file.write(certificate.public_bytes(serialization.Encoding.PEM))
@@ -59,16 +57,6 @@ def fallback_certificate_files():
             )
         )
     return certfile, keyfile
-
-
-def remove_when_exiting(directory, owner_pid):
-    """Remove the fallback's directory when the process that made it (the master) exits.
-
-    Workers inherit the exit hook; they leave the files to the master, which
-    reads them again for every new worker.
-    """
-    if os.getpid() == owner_pid:
-        shutil.rmtree(directory, ignore_errors=True)
 
 
 def alpn_protocols(http_protocols):

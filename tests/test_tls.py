@@ -10,7 +10,7 @@ from cryptography import x509
 
 from lbsite import tls
 
-from .conftest import PROJECT_ROOT, listening_socket
+from .conftest import PROJECT_ROOT, Balancer, balancer_environment, listening_socket
 
 
 @pytest.mark.parametrize(
@@ -71,3 +71,17 @@ def test_gunicorn_refuses_to_start_with_a_bad_tls_setting(env, message):
         sock.close()
     assert result.returncode != 0
     assert message in result.stdout + result.stderr
+
+
+def test_a_masters_run_directories_go_when_it_stops(tmp_path):
+    """The metrics files and the TLS fallback's are the run's: none is left behind."""
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    env = balancer_environment(tmp_path, [], TMPDIR=str(scratch), TLS="auto")
+    server = Balancer(env, workers=1, scheme="https", verify=False)
+    try:
+        made = sorted(path.name.split("-")[1] for path in scratch.iterdir())
+        assert made == ["metrics", "tls"]
+    finally:
+        server.stop()
+    assert list(scratch.iterdir()) == []
