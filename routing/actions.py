@@ -50,6 +50,37 @@ REDIRECT_KEYS = ("to", "status", "keep_path")
 REDIRECT_STATUSES = (301, 302, 303, 307, 308)
 RESPOND_KEYS = ("status", "body", "content_type")
 
+# The order each field's keys are written in when exported: PostgreSQL's jsonb keeps
+# keys shorter first rather than as they were written. rewrite's steps are a list.
+KEY_ORDER = {
+    "firewall": FIREWALL_KEYS,
+    "rate_limit": RATE_LIMIT_KEYS,
+    "redirect": REDIRECT_KEYS,
+    "respond": RESPOND_KEYS,
+    "request_headers": HEADER_ACTION_KEYS,
+    "response_headers": HEADER_ACTION_KEYS,
+    "query": QUERY_ACTION_KEYS,
+    "rewrite": REWRITE_STEP_KEYS,
+}
+
+
+def in_key_order(name, value):
+    """Return a field's value with its keys in their documented order (see KEY_ORDER)."""
+    keys = KEY_ORDER.get(name)
+    if keys is None:
+        return value
+    if isinstance(value, list):
+        return [in_key_order(name, step) for step in value]
+    if not isinstance(value, dict):
+        return value
+    return {key: value[key] for key in sorted(value, key=lambda key: order_of(keys, key))}
+
+
+def order_of(keys, key):
+    """Return where a key goes among keys; a key they don't know goes last."""
+    return keys.index(key) if key in keys else len(keys)
+
+
 # What a redirect or a fixed answer is, when its value leaves it out.
 DEFAULT_REDIRECT_STATUS = 302
 DEFAULT_RESPOND_STATUS = 200

@@ -22,6 +22,7 @@ import yaml
 from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
 from django.db import transaction
 
+from .actions import in_key_order
 from .models import (
     AccessList,
     AccessListUser,
@@ -213,7 +214,7 @@ def non_default_values(row, leave_out=()):
             continue
         value = value_of(row, model_field)
         if not is_default(model_field, value):
-            values[model_field.name] = value
+            values[model_field.name] = in_key_order(model_field.name, value)
     return values
 
 

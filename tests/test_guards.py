@@ -16,6 +16,7 @@ from prometheus_client import REGISTRY
 from routing import guards, ratelimit
 from routing.explain import explain
 from routing.models import AccessList, AccessListUser, Backend, HostRule, PathRule, Pool
+from routing.routes_file import export_routes
 from routing.table import get_route_table
 
 pytestmark = pytest.mark.django_db
@@ -405,6 +406,20 @@ def test_a_routes_file_round_trip_with_every_guard_and_answer():
     exported = export()
     assert exported.partition("pools:")[2] == ROUTES.format(alice=alice).partition("pools:")[2]
     assert import_routes(exported) == "No changes.\n"
+
+
+def test_an_export_writes_action_keys_in_their_documented_order_whatever_the_database_keeps():
+    # PostgreSQL's jsonb keeps keys shorter first, then by bytes, not as they were written.
+    rule = HostRule.objects.create(
+        host="shuffled.example.com",
+        rate_limit={"by": "rule", "per": 1, "burst": 5, "requests": 5},
+        respond={"body": "Back at ten.", "status": 503, "content_type": "text/plain"},
+        rewrite=[{"replacement": "/v2/", "pattern": "^/v1/"}],
+    )
+    (entry,) = [host for host in export_routes()["hosts"] if host["host"] == rule.host]
+    assert list(entry["rate_limit"]) == ["requests", "per", "burst", "by"]
+    assert list(entry["respond"]) == ["status", "body", "content_type"]
+    assert list(entry["rewrite"][0]) == ["pattern", "replacement"]
 
 
 def test_a_plain_text_password_in_a_routes_file_is_refused_at_its_place():
