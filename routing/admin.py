@@ -10,6 +10,7 @@ from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 
+from .admin_impact import ImpactPreviewMixin
 from .forms import AccessListPasswordForm, AccessListUserCreationForm, RuleForm
 from .models import (
     ACTION_FIELDS,
@@ -148,7 +149,7 @@ class BackendAdmin(admin.ModelAdmin):
         return health_badge(backend)
 
 
-class RuleAdmin(admin.ModelAdmin):
+class RuleAdmin(ImpactPreviewMixin, admin.ModelAdmin):
     """What host and path rules share: the target pool, whether the rule is live, its actions."""
 
     form = RuleForm

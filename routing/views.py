@@ -11,6 +11,7 @@ from .observe import Exchange
 from .resolver import resolve
 from .responses import ProxiedResponse, error_response, tunnel_response
 from .table import get_route_table
+from .traffic import RECORDER
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +51,7 @@ def serve(request, exchange):
     Raises ProxyError to fail.
     """
     request.check()
+    RECORDER.request_seen(request.method, request.host, request.path)  # for impact previews
     match = resolve(get_route_table(), request.host, request.path)
     if match is None:
         raise NoRoute()
