@@ -5,9 +5,10 @@ host and path, with how often they came in the last hour. Each is resolved
 against the table as it is and as the edit would make it, both read from
 the database inside the edit's rolled-back transaction; a request whose rule,
 answer (pool, redirect, fixed response) or guards change is listed, one
-line each:
+line each, e.g. (on one line):
 
-    GET www.mango.com/apple/pie (5 in the last hour): host rule www.mango.com → pool mango ⇒ pool apple
+    GET www.mango.com/apple/pie (5 in the last hour):
+        host rule www.mango.com → pool mango ⇒ pool apple
 """
 
 import copy

@@ -91,8 +91,10 @@ def test_new_rules_deleted_rules_and_answers_are_all_named(recent):
     document["paths"].append({"prefix": "/kiwi", "respond": {"status": 200, "body": "soon"}})
     _changes, found = preview_import(document)
     assert [str(move) for move in found] == [
-        "POST shop.test/mango/cart (4 in the last hour): path rule */mango → pool mango ⇒ no rule (404)",
-        "GET shop.test/kiwi (1 in the last hour): no rule (404) ⇒ path rule */kiwi → fixed response 200",
+        "POST shop.test/mango/cart (4 in the last hour): "
+        "path rule */mango → pool mango ⇒ no rule (404)",
+        "GET shop.test/kiwi (1 in the last hour): "
+        "no rule (404) ⇒ path rule */kiwi → fixed response 200",
     ]
 
 
