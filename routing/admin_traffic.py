@@ -20,7 +20,7 @@ def traffic_view(request):
         "windows": WINDOWS,
         "default_window": DEFAULT_WINDOW,
         "interval": settings.TRAFFIC_INTERVAL,
-        "retention": settings.TRAFFIC_RETENTION,
+        "retention_hours": settings.TRAFFIC_RETENTION / 3600,
     }
     return TemplateResponse(request, "admin/routing/traffic.html", context)
 

@@ -89,7 +89,9 @@
           width, height: 170,
           series: [{}].concat(lines.map((line, index) => ({
             label: line.label, stroke: COLOURS[index % COLOURS.length], width: 1.5,
-            spanGaps: false,
+            // Shares and latencies have no value where nothing was asked: join across.
+            spanGaps: spec.key === "errors" || spec.key === "latency",
+            points: {show: spec.key === "errors" || spec.key === "latency", size: 4},
           }))),
           scales: {y: {range: spec.key === "up" ? [0, 1.1] : (u, min, max) => [0, Math.max(max, 1)]}},
           legend: {show: true},
