@@ -1,5 +1,7 @@
 """The rule change form's "Preview impact" button: the recent requests a change moves."""
 
+import copy
+
 from .impact import preview_rule_form
 
 PREVIEW = "_preview_impact"
@@ -22,6 +24,11 @@ class ImpactPreviewMixin:
             return form_class
 
         class PreviewForm(form_class):
+            def __init__(self, *args, instance=None, **kwargs):
+                # A copy takes the edit: the page's title and breadcrumbs keep
+                # naming the rule as it is saved.
+                super().__init__(*args, instance=copy.copy(instance), **kwargs)
+
             def is_valid(self):
                 """Preview a valid change, then answer False: the admin then saves nothing."""
                 if super().is_valid():

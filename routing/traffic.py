@@ -43,8 +43,9 @@ LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2
 # Recent requests are counted per period; a preview reads the last hour's.
 PERIOD = 600
 RECENT = timedelta(hours=1)
-# Requests longer than this are left out of the sample (the column's size).
-MAX_SAMPLED_PATH = 2000
+# Paths longer than this are left out of the sample: the unique index over
+# writer, method, host and path must stay within what PostgreSQL indexes.
+MAX_SAMPLED_PATH = 1000
 # Points a chart shows at most: longer windows add up more intervals per point.
 MAX_POINTS = 240
 

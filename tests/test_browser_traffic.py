@@ -81,3 +81,29 @@ def test_the_traffic_page_draws_live_charts_of_real_traffic(page, balancer, traf
     page.select_option("#window", label="last 1 h")
     expect(page.locator("#pool-mango .chart-rps canvas")).to_have_count(1, timeout=BOUND * 1000)
     assert requests.get(balancer.url + "/", headers={"Host": "www.mango.com"}, timeout=5).ok
+
+
+def test_the_rule_form_previews_which_recent_requests_an_edit_moves(page, balancer, traffic):
+    log_in(page, balancer)
+    page.goto(balancer.admin_url + "/admin/routing/hostrule/")
+    page.click("a:text('www.mango.com')")
+    page.select_option("#id_pool", label="apple")
+    deadline = time.monotonic() + BOUND
+    while True:  # until the workers have written the recent requests
+        page.click("#preview-impact")
+        lines = page.locator("#impact-lines")
+        if lines.count():
+            break
+        assert time.monotonic() < deadline, "no recent request was ever previewed"
+        page.wait_for_timeout(500)
+    expect(lines).to_contain_text(
+        re.compile(
+            r"GET www\.mango\.com/ \(\d+ in the last hour\): "
+            r"host rule www\.mango\.com → pool mango ⇒ pool apple"
+        )
+    )
+    expect(lines).not_to_contain_text("www.apple.com")
+    expect(page.locator("#id_pool option:checked")).to_have_text("apple")  # the form kept
+    page.screenshot(path=SCREENSHOTS / "impact-preview.png", full_page=True)
+    mango = requests.get(balancer.url + "/", headers={"Host": "www.mango.com"}, timeout=5)
+    assert mango.text == "This is the mango application."  # nothing was saved

@@ -218,3 +218,25 @@ def test_the_rule_form_preview_shows_form_errors_without_a_preview(recent, admin
     page = admin_client.post(url, data).content.decode()
     assert "errornote" in page
     assert 'id="impact-preview"' not in page
+
+
+def test_the_add_form_previews_a_new_rule(recent, admin_client):
+    url = "/admin/routing/pathrule/add/"
+    form = admin_client.get(url).context["adminform"].form
+    apple = PathRule.objects.get(prefix="/apple").pool
+    data = {
+        **flat_form_data(form),
+        "prefix": "/apple",
+        "host": "www.mango.com",
+        "answer": "pool",
+        "pool": apple.pk,
+        "enabled": "on",
+        "_preview_impact": "Preview impact",
+    }
+    page = admin_client.post(url, data).content.decode().replace("&gt;", ">")
+    assert (
+        "GET www.mango.com/apple/pie (5 in the last hour): "
+        "host rule www.mango.com → pool mango ⇒ path rule www.mango.com/apple → pool apple"
+    ) in page
+    assert "www.apple.com/" not in page.split('id="impact-preview"')[1]
+    assert not PathRule.objects.filter(host="www.mango.com").exists()
