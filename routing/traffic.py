@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
-from django.db import close_old_connections, transaction
+from django.db import DatabaseError, close_old_connections, connection, transaction
 from django.db.models import Sum
 
 from . import balancer, observe, table
@@ -46,6 +46,8 @@ RECENT = timedelta(hours=1)
 # Paths longer than this are left out of the sample: the unique index over
 # writer, method, host and path must stay within what PostgreSQL indexes.
 MAX_SAMPLED_PATH = 1000
+# Rows kept for the next write when one fails, at most (of each kind).
+MAX_UNWRITTEN = 10_000
 # Points a chart shows at most: longer windows add up more intervals per point.
 MAX_POINTS = 240
 
@@ -68,6 +70,7 @@ class TrafficRecorder:
         self.recent = {}  # (method, host, path) -> requests in this period
         self.changed = set()  # recent requests counted since the last write
         self.period = period_of(time.time())
+        self.unwritten_samples, self.unwritten_recent = [], []
         self.writer_pid = None
         self.starting = threading.Lock()
 
@@ -113,30 +116,35 @@ class TrafficRecorder:
             time.sleep(interval - time.time() % interval)
             try:
                 self.write()
-            except Exception:  # a database hiccup: keep the writer alive
+            except DatabaseError as error:  # busy or gone: kept for the next write
+                logger.warning("Traffic sample not written yet: %s", error)
+            except Exception:  # keep the writer alive
                 logger.exception("Writing the traffic sample failed")
             finally:
                 close_old_connections()
 
     def write(self, now=None):
-        """Write the counts since the last write, and forget them; delete expired rows."""
+        """Write the counts since the last write, and forget them; delete expired rows.
+
+        Rows a write could not store (the database busy with another writer)
+        are tried again with the next ones, up to MAX_UNWRITTEN of them.
+        """
         now = time.time() if now is None else now
         writer = f"{socket.gethostname()}:{observe.process_id()}"
-        samples = self.traffic_rows(writer, now)
-        recent = self.recent_rows(writer, now)
-        with transaction.atomic():
-            TrafficSample.objects.bulk_create(samples)
-            RecentRequest.objects.bulk_create(
-                recent,
-                batch_size=500,
-                update_conflicts=True,
-                unique_fields=["writer", "period", "method", "host", "path"],
-                update_fields=["count", "last_seen"],
-            )
-            TrafficSample.objects.filter(at__lt=now - settings.TRAFFIC_RETENTION).delete()
-            RecentRequest.objects.filter(
-                last_seen__lt=datetime.fromtimestamp(now, UTC) - RECENT
-            ).delete()
+        samples = [*self.unwritten_samples, *self.traffic_rows(writer, now)]
+        # The newer count of a request replaces an unwritten one (one row each).
+        recent = {
+            (row.period, row.method, row.host, row.path): row
+            for row in [*self.unwritten_recent, *self.recent_rows(writer, now)]
+        }
+        recent = list(recent.values())
+        self.unwritten_samples, self.unwritten_recent = [], []
+        try:
+            store(samples, recent, now)
+        except DatabaseError:
+            self.unwritten_samples = samples[-MAX_UNWRITTEN:]
+            self.unwritten_recent = recent[-MAX_UNWRITTEN:]
+            raise
 
     def traffic_rows(self, writer, now):
         counts, self.counts = self.counts, {}
@@ -179,6 +187,28 @@ class TrafficRecorder:
             for method, host, path in changed
             if (method, host, path) in recent
         ]
+
+
+def store(samples, recent, now):
+    """Write traffic rows and recent requests in one transaction; delete the expired ones."""
+    with transaction.atomic():
+        if connection.vendor == "sqlite":
+            # Fail at once rather than wait for another writer: SQLite waits
+            # inside C code, which under gevent would stop the worker's requests.
+            with connection.cursor() as cursor:
+                cursor.execute("PRAGMA busy_timeout = 0")
+        TrafficSample.objects.bulk_create(samples)
+        RecentRequest.objects.bulk_create(
+            recent,
+            batch_size=500,
+            update_conflicts=True,
+            unique_fields=["writer", "period", "method", "host", "path"],
+            update_fields=["count", "last_seen"],
+        )
+        TrafficSample.objects.filter(at__lt=now - settings.TRAFFIC_RETENTION).delete()
+        RecentRequest.objects.filter(
+            last_seen__lt=datetime.fromtimestamp(now, UTC) - RECENT
+        ).delete()
 
 
 def period_of(now):
@@ -310,9 +340,8 @@ def traffic_report(window, now=None):
     )
     for pool, backend, at, *counts in rows:
         bucket = min(-(-at // step) * step, end)  # the step whose end the row's interval is in
-        for key in ((pool, backend), (pool, None)):
-            point = points.setdefault(key, {}).setdefault(bucket, Point())
-            point.add((at, *counts) if key[1] else (at, *counts[:-1], True))
+        for key in ((pool, backend), (pool, None)):  # the backend's, and its pool's
+            points.setdefault(key, {}).setdefault(bucket, Point()).add((at, *counts))
     pools = {
         pool.name: [backend.url.rstrip("/") for backend in pool.backends.all()]
         for pool in Pool.objects.prefetch_related("backends").order_by("name")

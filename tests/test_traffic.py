@@ -3,6 +3,7 @@
 import json
 
 import pytest
+from django.db import OperationalError
 
 from routing import traffic
 from routing.models import RecentRequest, TrafficSample
@@ -158,3 +159,21 @@ def test_the_chart_library_is_vendored_with_its_licence():
     vendor = traffic.__file__.rsplit("/", 1)[0] + "/static/routing/vendor/"
     with open(vendor + "uPlot-1.6.32.LICENSE") as licence:
         assert "MIT" in licence.read()
+
+
+def test_rows_a_busy_database_refused_are_written_with_the_next(monkeypatch):
+    RECORDER.period = traffic.period_of(1_000_000)
+    RECORDER.exchange_finished("mango", "http://m1", 200, 0.01)
+    RECORDER.request_seen("GET", "www.mango.com", "/a")
+
+    def busy(*args):
+        raise OperationalError("database is locked")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(traffic, "store", busy)
+        with pytest.raises(OperationalError):
+            RECORDER.write(now=1_000_000)
+    RECORDER.request_seen("GET", "www.mango.com", "/a")
+    RECORDER.write(now=1_000_005)
+    assert TrafficSample.objects.count() == 1
+    assert list(RecentRequest.objects.values_list("path", "count")) == [("/a", 2)]
