@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
-from django.db import DatabaseError, close_old_connections, connection, transaction
+from django.db import DatabaseError, connection, transaction
 from django.db.models import Sum
 
 from . import balancer, observe, table
@@ -121,7 +121,9 @@ class TrafficRecorder:
             except Exception:  # keep the writer alive
                 logger.exception("Writing the traffic sample failed")
             finally:
-                close_old_connections()
+                # One write every few seconds keeps no connection between
+                # them: a worker holds one, its refresher's.
+                connection.close()
 
     def write(self, now=None):
         """Write the counts since the last write, and forget them; delete expired rows.
