@@ -54,7 +54,8 @@ test: $(BIN)/.installed $(HTTPBIN_BIN)/.installed chromium curl redis-server peb
 
 ## screenshots: refresh the admin screenshots in docs/ from the browser test
 screenshots: $(BIN)/.installed chromium
-	SCREENSHOT_DIR=docs/screenshots pytest tests/test_browser.py tests/test_browser_history.py tests/test_browser_certificates.py
+	SCREENSHOT_DIR=docs/screenshots pytest tests/test_browser.py tests/test_browser_history.py \
+		tests/test_browser_certificates.py tests/test_browser_traffic.py
 
 lint: $(BIN)/.installed
 	ruff check .

@@ -432,7 +432,7 @@ def main():
             )
             print(f"  CPU round {number + 1} of {CPU_ROUNDS}: done", flush=True)
         propagation = measure_propagation(env, home, balancer_port)
-        report(results, rounds, propagation)
+        report(results, rounds, propagation, measure_traffic_sample())
     finally:
         stop(processes)
         shutil.rmtree(home, ignore_errors=True)
@@ -464,7 +464,19 @@ def measure_propagation(env, home, port):
             raise SystemExit("the edit did not reach every worker in 30 s")
 
 
-def report(results, rounds, propagation):
+def measure_traffic_sample():
+    """Return the traffic sample's microseconds per request (bench/traffic_sample.py)."""
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.traffic_sample"],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return float(done.stdout.strip())
+
+
+def report(results, rounds, propagation, sample_us):
     lines = [
         f"Load balancer benchmark, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, "
         f"{DURATION} s per run, {os.cpu_count()} cores shared by wrk, the backends and the "
@@ -535,6 +547,8 @@ def report(results, rounds, propagation):
             f"{name}_added_p50_ms_at_1": results[f"{name}@1"]["added_p50_ms"] for name in REFERENCES
         },
         "edit_propagation_ms": propagation * 1000,
+        "traffic_sample_us_per_request": sample_us,
+        "traffic_sample_share_of_cpu": sample_us / 1000 / cpu[host],
     }
     targets = [
         Target(
@@ -577,6 +591,14 @@ def report(results, rounds, propagation):
             "added p50 latency at concurrency 1", summary["added_p50_ms_at_1"], "<=", 0.8, " ms"
         ),
         Target(
+            "the traffic sample's CPU per request (Traffic page and impact preview) "
+            "vs the balancer's CPU per proxied GET",
+            summary["traffic_sample_share_of_cpu"] * 100,
+            "<=",
+            3,
+            " %",
+        ),
+        Target(
             "an edit until every worker routes by it",
             summary["edit_propagation_ms"],
             "<=",
@@ -599,6 +621,9 @@ def report(results, rounds, propagation):
         f"({summary['actions_rule_cpu_vs_plain_rule']:.3f}x the plain host rule)",
         f"A host rule with a rate limit counted in Redis: {cpu[limited]:.3f} ms "
         f"({summary['rate_limited_rule_cpu_vs_plain_rule']:.3f}x the plain host rule)",
+        f"The traffic sample (two counts in memory per request, timed in process): "
+        f"{sample_us:.2f} us per request, "
+        f"{summary['traffic_sample_share_of_cpu'] * 100:.2f} % of the balancer's CPU per GET",
         "Added p50 latency at concurrency 1 in this run: the tutorial's Flask proxy "
         f"{summary['tutorial_flask_proxy_added_p50_ms_at_1']:.2f} ms, the raw urllib3 proxy "
         f"{summary['urllib3_proxy_added_p50_ms_at_1']:.2f} ms, the bare Django view "

@@ -103,6 +103,17 @@ if ACCESS_LOG_FORMAT not in ("kv", "json"):
 # `flush=`); 0 writes each line as its request ends.
 ACCESS_LOG_FLUSH = float(os.environ.get("ACCESS_LOG_FLUSH", "1"))
 
+# The Traffic page and the impact preview (routing/traffic.py). Every
+# TRAFFIC_INTERVAL seconds each worker writes its counts per backend (one
+# row per busy backend) and the recent requests it saw (method, host and
+# path only: never the query, headers or body); rows older than
+# TRAFFIC_RETENTION seconds go. TRAFFIC_SAMPLE_SIZE bounds the distinct
+# requests a worker remembers per 10-minute period. TRAFFIC_INTERVAL=0
+# turns the writing off.
+TRAFFIC_INTERVAL = float(os.environ.get("TRAFFIC_INTERVAL", "5"))
+TRAFFIC_RETENTION = int(os.environ.get("TRAFFIC_RETENTION", str(24 * 3600)))
+TRAFFIC_SAMPLE_SIZE = int(os.environ.get("TRAFFIC_SAMPLE_SIZE", "2000"))
+
 # Where rate limits are counted, shared by every worker and instance, e.g.
 # redis://127.0.0.1:6379/0. Empty: each worker counts on its own.
 REDIS_URL = os.environ.get("REDIS_URL", "")

@@ -8,6 +8,7 @@ from django.contrib import admin
 from django.http import HttpResponse
 from django.urls import include, path
 
+from routing.admin_traffic import traffic_data_view, traffic_view
 from routing.admin_views import (
     explain_route_view,
     history_view,
@@ -32,6 +33,12 @@ urlpatterns = [
         "admin/routing/history/<int:number>/rollback/",
         admin.site.admin_view(rollback_view),
         name="rollback",
+    ),
+    path("admin/routing/traffic/", admin.site.admin_view(traffic_view), name="traffic"),
+    path(
+        "admin/routing/traffic/data/",
+        admin.site.admin_view(traffic_data_view),
+        name="traffic-data",
     ),
     path("admin/", admin.site.urls),
     path("api/", include("routing.api.urls")),

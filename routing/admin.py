@@ -10,6 +10,7 @@ from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 
+from .admin_impact import ImpactPreviewMixin
 from .certificate_admin import CertificateAdmin  # noqa: F401  (registers it)
 from .forms import AccessListPasswordForm, AccessListUserCreationForm, RuleForm
 from .models import (
@@ -149,7 +150,7 @@ class BackendAdmin(admin.ModelAdmin):
         return health_badge(backend)
 
 
-class RuleAdmin(admin.ModelAdmin):
+class RuleAdmin(ImpactPreviewMixin, admin.ModelAdmin):
     """What host and path rules share: the target pool, whether the rule is live, its actions."""
 
     form = RuleForm

@@ -8,6 +8,7 @@ from django.shortcuts import get_object_or_404, redirect
 from django.template.response import TemplateResponse
 
 from .explain import explain, table_in_resolver_order
+from .impact import TableChange, moves
 from .models import Revision
 from .revisions import roll_back, rollback_permissions
 from .routes_file import RoutesFileError
@@ -93,11 +94,13 @@ def rollback_view(request, number):
             else:
                 messages.info(request, f"The table already is revision {number}'s.")
         return redirect("history")
+    change = TableChange()
     try:
-        changes, errors = roll_back(revision, dry_run=True), []
+        changes, errors = roll_back(revision, dry_run=True, around_writes=change), []
     except RoutesFileError as error:
         changes, errors = [], error.errors
     context = {
+        "impact": moves(change.before, change.after),
         **admin.site.each_context(request),
         "title": f"Roll back to revision {number}?",
         "revision": revision,

@@ -1062,3 +1062,61 @@ class AcmeChallenge(models.Model):
 
     def __str__(self):
         return f"{self.host}: {self.token}"
+
+
+class TrafficSample(models.Model):
+    """One writer's counts for one backend over one sampling interval (traffic.py).
+
+    A writer is one process of one instance (host name and process id); the
+    Traffic page adds up every writer's rows. Rows older than
+    TRAFFIC_RETENTION are deleted as new ones are written.
+    """
+
+    at = models.BigIntegerField(
+        db_index=True, help_text="Start of the interval, in seconds since the epoch."
+    )
+    writer = models.CharField(max_length=100, help_text="host name:process id")
+    pool = models.CharField(max_length=100)
+    backend = models.CharField(max_length=2000, help_text='The backend URL; "-" for none.')
+    requests = models.PositiveIntegerField(default=0)
+    status_4xx = models.PositiveIntegerField(default=0)
+    status_5xx = models.PositiveIntegerField(default=0)
+    # Upstream latencies counted in traffic.LATENCY_BUCKETS (seconds, upper bounds).
+    latency_buckets = models.JSONField(default=list)
+    in_flight = models.PositiveIntegerField(default=0)
+    up = models.BooleanField(default=True)
+
+    class Meta:
+        ordering = ["at"]
+
+    def __str__(self):
+        return f"{self.pool} {self.backend} at {self.at}: {self.requests} requests"
+
+
+class RecentRequest(models.Model):
+    """A request seen lately, by method, host and path only: never its query, headers or body.
+
+    Each writer keeps counts for the current period in memory and writes
+    them every few seconds (traffic.py); impact previews read them.
+    """
+
+    writer = models.CharField(max_length=100, help_text="host name:process id")
+    period = models.BigIntegerField(
+        help_text="Start of the counting period, in seconds since the epoch."
+    )
+    method = models.CharField(max_length=20)
+    host = models.CharField(max_length=255)
+    path = models.CharField(max_length=2000)
+    count = models.PositiveIntegerField(default=0)
+    last_seen = models.DateTimeField(db_index=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["writer", "period", "method", "host", "path"],
+                name="one_recent_request_per_writer_and_period",
+            )
+        ]
+
+    def __str__(self):
+        return f"{self.method} {self.host}{self.path} ({self.count})"

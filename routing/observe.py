@@ -31,7 +31,7 @@ from prometheus_client import (
 )
 from prometheus_client.core import GaugeMetricFamily
 
-from . import snapshot
+from . import snapshot, traffic
 
 access_log = logging.getLogger("routing.access")
 
@@ -149,6 +149,10 @@ class Exchange:
         request_counter(self.pool, self.backend, status // 100).inc()
         if self.upstream_seconds is not None:
             latency_histogram(self.pool).observe(self.upstream_seconds)
+        if self.pool != "-":
+            traffic.RECORDER.exchange_finished(
+                self.pool, self.backend, status, self.upstream_seconds
+            )
         if settings.ACCESS_LOG:
             self.log(status, bytes_sent)
 

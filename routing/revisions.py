@@ -131,13 +131,16 @@ def diff_routes(old_document, new_document):
     return plan_import(entries, document_rows(old_document)).lines()
 
 
-def roll_back(revision, dry_run=False):
+def roll_back(revision, dry_run=False, around_writes=None):
     """Make the table the revision's again, as one new revision; return the change lines.
 
-    With dry_run, return the changes and write nothing.
+    With dry_run, return the changes and write nothing. around_writes: as
+    import_routes' (an impact preview).
     """
     with changes_noted(f"rollback to {revision.number}"):
-        return import_routes(read_routes_file(revision.routes), dry_run=dry_run)
+        return import_routes(
+            read_routes_file(revision.routes), dry_run=dry_run, around_writes=around_writes
+        )
 
 
 def rollback_permissions():

@@ -12,6 +12,7 @@ The tutorial's `loadbalancer.yaml` is read as well, recognised by its
 `servers:` lists: see tutorial_entries().
 """
 
+import contextlib
 import ipaddress
 import json
 import re
@@ -749,21 +750,24 @@ class DryRun(Exception):
     """Raised to roll back an import that was only a preview."""
 
 
-def import_routes(document, dry_run=False):
+def import_routes(document, dry_run=False, around_writes=None):
     """Make the routing table equal to a routes file's document; return the change lines.
 
     One transaction, one routing version bump (none when nothing changes).
     Backends that stay keep their health state. Raises RoutesFileError, and
     writes nothing, when any entry is wrong; with dry_run, writes nothing
     either way. The writes are made (and rolled back) in a dry run too, so
-    that it finds every error a real import would.
+    that it finds every error a real import would. around_writes: a context
+    manager entered around the writes, inside the transaction (an impact
+    preview reads the table before and after them).
     """
     entries = document_entries(document)
     check_entries(entries)
     try:
         with transaction.atomic(), RoutingVersion.one_bump():
             plan = plan_import(entries)
-            write_plan(plan)
+            with around_writes or contextlib.nullcontext():
+                write_plan(plan)
             if dry_run:
                 raise DryRun
     except DryRun:

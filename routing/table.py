@@ -123,6 +123,11 @@ def get_route_table():
     return table
 
 
+def current_route_table():
+    """Return this process's route table if it has one, never building it."""
+    return _table
+
+
 def release_connection():
     """Close the database connection this request opened to build the table.
 

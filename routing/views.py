@@ -12,6 +12,7 @@ from .observe import Exchange
 from .resolver import resolve
 from .responses import ProxiedResponse, error_response, tunnel_response
 from .table import get_route_table
+from .traffic import RECORDER
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +54,7 @@ def serve(request, exchange):
     request.check()
     if (answer := challenge_response(request)) is not None:
         return answer
+    RECORDER.request_seen(request.method, request.host, request.path)  # for impact previews
     match = resolve(get_route_table(), request.host, request.path)
     if match is None:
         raise NoRoute()

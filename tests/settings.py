@@ -19,3 +19,7 @@ ACCESS_LOG_FLUSH = 0
 # gunicorn runs in the end-to-end tests serve them from collectstatic's output.
 STATIC_ROOT = None
 WHITENOISE_USE_FINDERS = True
+
+# Test-client tests write traffic samples themselves (traffic.flush()); the
+# background writer is exercised by the end-to-end tests under gunicorn.
+TRAFFIC_INTERVAL = 0

@@ -229,7 +229,7 @@ def test_routes_put_imports_and_dry_run_writes_nothing(api, mango):
         "+ backend http://127.0.0.1:7001 (kiwi)",
         "+ host www.kiwi.com",
     ]
-    assert dry.json() == {"dry_run": True, "changes": changes}
+    assert dry.json() == {"dry_run": True, "changes": changes, "impact": []}
     assert list(Pool.objects.values_list("name", flat=True)) == ["mango"]
     done = api("PUT", "/api/routes", routes, Accept="application/json")
     assert done.json() == {"dry_run": False, "changes": changes}
@@ -278,7 +278,7 @@ def test_revisions_are_newest_first_and_roll_back(api, mango):
     assert before["summary"] == "+ host www.mango.com"
     rollback = f"/api/revisions/{before['id']}/rollback/"
     dry = api("POST", rollback + "?dry_run=1").json()
-    assert dry == {"dry_run": True, "changes": ["- path /new"], "revision": None}
+    assert dry == {"dry_run": True, "changes": ["- path /new"], "revision": None, "impact": []}
     response = api("POST", rollback)
     assert response.status_code == 200, response.content
     made = response.json()["revision"]

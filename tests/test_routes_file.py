@@ -183,6 +183,7 @@ def test_dry_run_prints_the_changes_and_writes_nothing(routes):
     assert output.splitlines() == [
         "~ pool mango: read_timeout 5.0 -> 9.0",
         "Dry run: 1 change not written.",
+        "No request of the last hour would go elsewhere.",  # the impact preview
     ]
     assert export() == before
     assert RoutingVersion.current() == version

@@ -210,12 +210,26 @@ class ExplainQuerySerializer(serializers.Serializer):
     )
 
 
+class MoveSerializer(serializers.Serializer):
+    """A recent request that the previewed change would send elsewhere (impact.py)."""
+
+    line = serializers.CharField()
+    method = serializers.CharField()
+    host = serializers.CharField()
+    path = serializers.CharField()
+    count = serializers.IntegerField(help_text="Requests in the last hour.")
+    now = serializers.CharField(help_text="Where it goes now.")
+    then = serializers.CharField(help_text="Where it would go.")
+
+
 class RollbackResultSerializer(serializers.Serializer):
     dry_run = serializers.BooleanField()
     changes = serializers.ListField(child=serializers.CharField())
     revision = RevisionSerializer(allow_null=True)
+    impact = MoveSerializer(many=True, required=False, help_text="With dry_run only.")
 
 
 class ImportResultSerializer(serializers.Serializer):
     dry_run = serializers.BooleanField()
     changes = serializers.ListField(child=serializers.CharField())
+    impact = MoveSerializer(many=True, required=False, help_text="With dry_run only.")

@@ -4,6 +4,8 @@ A routing model's rows are one ModelViewSet each; another resource is a
 serializer and a viewset of a few lines, registered in urls.py.
 """
 
+import dataclasses
+
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import serializers, viewsets
@@ -13,6 +15,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from routing.explain import explain
+from routing.impact import TableChange, moves, preview_import
 from routing.models import AccessList, Backend, HostRule, PathRule, Pool, Revision
 from routing.revisions import roll_back
 from routing.routes_file import export_routes, import_routes, read_routes_file
@@ -38,6 +41,11 @@ DRY_RUN = OpenApiParameter(
     "dry_run", OpenApiTypes.BOOL, description="Return the changes and write nothing."
 )
 POOL_FILTER = OpenApiParameter("pool", OpenApiTypes.STR, description="Only this pool's rows.")
+
+
+def impact_data(found):
+    """The impact preview's recent requests that would go elsewhere, lines and fields."""
+    return [{"line": str(move), **dataclasses.asdict(move)} for move in found]
 
 
 def is_dry_run(request):
@@ -126,10 +134,14 @@ class RevisionViewSet(viewsets.ReadOnlyModelViewSet):
         target = self.get_object()
         dry_run = is_dry_run(request)
         newest = Revision.objects.first()
-        changes = roll_back(target, dry_run=dry_run)
+        change = TableChange() if dry_run else None
+        changes = roll_back(target, dry_run=dry_run, around_writes=change)
         made = Revision.objects.first()
         revision = RevisionSerializer(made).data if made and made != newest else None
-        return Response({"dry_run": dry_run, "changes": changes, "revision": revision})
+        answer = {"dry_run": dry_run, "changes": changes, "revision": revision}
+        if dry_run:
+            answer["impact"] = impact_data(moves(change.before, change.after))
+        return Response(answer)
 
 
 class RoutesView(APIView):
@@ -160,8 +172,11 @@ class RoutesView(APIView):
         except UnicodeDecodeError:
             raise serializers.ValidationError({"errors": ["the file is not UTF-8"]}) from None
         dry_run = is_dry_run(request)
-        changes = import_routes(read_routes_file(text), dry_run=dry_run)
-        return Response({"dry_run": dry_run, "changes": changes})
+        document = read_routes_file(text)
+        if not dry_run:
+            return Response({"dry_run": False, "changes": import_routes(document)})
+        changes, moves = preview_import(document)
+        return Response({"dry_run": True, "changes": changes, "impact": impact_data(moves)})
 
 
 class ExplainView(APIView):

@@ -2,6 +2,7 @@ import sys
 
 from django.core.management.base import BaseCommand, CommandError
 
+from routing.impact import preview_import
 from routing.routes_file import RoutesFileError, import_routes, read_routes_file
 
 
@@ -20,13 +21,17 @@ class Command(BaseCommand):
         parser.add_argument(
             "--dry-run",
             action="store_true",
-            help="print the changes the file would make, and write nothing",
+            help="print the changes the file would make and the recent requests they "
+            "would send elsewhere, and write nothing",
         )
 
     def handle(self, file, dry_run=False, **options):
         try:
             document = read_routes_file(self.read(file, options.get("stdin") or sys.stdin))
-            changes = import_routes(document, dry_run=dry_run)
+            if dry_run:
+                changes, moves = preview_import(document)
+            else:
+                changes, moves = import_routes(document), []
         except RoutesFileError as error:
             for line in error.errors:
                 self.stderr.write(line)
@@ -39,8 +44,18 @@ class Command(BaseCommand):
             self.stdout.write("No changes.")
         elif dry_run:
             self.stdout.write(f"Dry run: {self.count(changes)} not written.")
+            self.write_impact(moves)
         else:
             self.stdout.write(f"Imported: {self.count(changes)}.")
+
+    def write_impact(self, moves):
+        """List the recent requests the changes would send elsewhere (impact preview)."""
+        if not moves:
+            self.stdout.write("No request of the last hour would go elsewhere.")
+            return
+        self.stdout.write("Requests of the last hour that would go elsewhere:")
+        for move in moves:
+            self.stdout.write(f"  {move}")
 
     def read(self, file, stdin):
         if file == "-":
