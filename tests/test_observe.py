@@ -51,7 +51,7 @@ def test_access_log_has_one_line_per_proxied_request(client, caplog, demo_backen
     assert line["client"] == "127.0.0.1"
     assert line["host"] == "www.shop.example"
     assert (line["method"], line["path"], line["status"]) == ("GET", "/mango/x?y=1", "200")
-    assert line["rule"] == "path rule */mango → mango"
+    assert line["rule"] == "path rule /mango (any host) → mango"
     assert line["backend"] in demo_backends["mango"]
     assert float(line["upstream_ms"]) > 0 and float(line["total_ms"]) >= float(line["upstream_ms"])
     assert line["bytes"] == str(len(b"This is the mango application."))
