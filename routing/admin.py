@@ -168,7 +168,7 @@ def confirm_action(modeladmin, request, rows, verb, done, pools, changes):
     """The page that shows what an action would take down, before it is taken."""
     context = {
         **modeladmin.admin_site.each_context(request),
-        "title": f"{done} the selected backends? A live rule would lose its last backend",
+        "title": f"{verb.capitalize()} the selected backends? A live rule loses its last backend",
         "opts": modeladmin.opts,
         "rows": rows,
         "verb": verb,
