@@ -15,7 +15,13 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 from django.utils.timesince import timesince
 
-from .consequences import pool_consequence, pools_taken_down, site, summarise_error
+from .consequences import (
+    pool_consequence,
+    pools_taken_down,
+    site,
+    summarise_error,
+    taken_down,
+)
 from .forms import AccessListPasswordForm, AccessListUserCreationForm, RuleForm
 from .models import (
     ACTION_FIELDS,
@@ -186,6 +192,36 @@ def after(pool, rows):
     return [changed.get(backend.pk, backend) for backend in pool.backends.all()]
 
 
+class ConfirmTakingDown:
+    """Ask before a save leaves a live rule's pool with no usable backend, as a
+    delete is confirmed: a page with the consequence, posting the form again."""
+
+    def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
+        if request.method == "POST" and object_id and "_confirmed" not in request.POST:
+            obj = self.get_object(request, unquote(object_id))
+            if obj is not None:
+                pool, after = self.backends_after(request, obj)
+                if pool is not None and taken_down(pool, after):
+                    return TemplateResponse(
+                        request,
+                        "admin/routing/confirm_save.html",
+                        {
+                            **self.admin_site.each_context(request),
+                            "title": f"Save {obj}? A live rule loses its last backend",
+                            "opts": self.opts,
+                            "consequence": pool_consequence(pool, after),
+                            "fields": [
+                                (name, value)
+                                for name, values in request.POST.lists()
+                                if name != "csrfmiddlewaretoken"
+                                for value in values
+                            ],
+                        },
+                    )
+        extra_context = {**(extra_context or {}), "heartbeat": heartbeat()}
+        return super().changeform_view(request, object_id, form_url, extra_context)
+
+
 def heartbeat():
     """When the health checker last ran, and whether that is too long ago (stale)."""
     last = RoutingVersion.last_health_round()
@@ -234,6 +270,13 @@ def error_summary(backend):
     )
 
 
+def unsaved(form):
+    """The row a valid model form would save, without saving it; None if invalid."""
+    if not form.is_valid():
+        return None
+    return form.instance
+
+
 class BackendInline(admin.TabularInline):
     model = Backend
     extra = 1
@@ -254,7 +297,7 @@ class BackendInline(admin.TabularInline):
 
 
 @admin.register(Pool)
-class PoolAdmin(admin.ModelAdmin):
+class PoolAdmin(ConfirmTakingDown, admin.ModelAdmin):
     list_display = ("name", "algorithm", "backend_list", "connect_timeout", "read_timeout")
     list_filter = ("algorithm",)
     search_fields = ("name", "backends__url")
@@ -300,9 +343,20 @@ class PoolAdmin(admin.ModelAdmin):
             return "-"
         return rule_links([*pool.hostrules.all(), *pool.pathrules.all()]) or "no rule yet"
 
-    def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
-        extra_context = {**(extra_context or {}), "heartbeat": heartbeat()}
-        return super().changeform_view(request, object_id, form_url, extra_context)
+    def backends_after(self, request, pool):
+        """The pool's backends as the posted form and inline would leave them."""
+        form = self.get_form(request, pool, change=True)(request.POST, instance=pool)
+        formsets, _inlines = self._create_formsets(request, pool, change=True)
+        if not form.is_valid() or not all(formset.is_valid() for formset in formsets):
+            return None, []  # the form shows its errors; nothing is saved
+        after = [
+            subform.instance
+            for formset in formsets
+            for subform in formset.forms
+            if subform.has_changed() or subform.instance.pk
+            if subform not in formset.deleted_forms and subform.instance.url
+        ]
+        return pool, after
 
     def changelist_view(self, request, extra_context=None):
         extra_context = {**(extra_context or {}), "heartbeat": heartbeat()}
@@ -332,7 +386,7 @@ class PoolAdmin(admin.ModelAdmin):
 
 
 @admin.register(Backend)
-class BackendAdmin(admin.ModelAdmin):
+class BackendAdmin(ConfirmTakingDown, admin.ModelAdmin):
     list_display = ("url", "pool", "weight", "health", "checked", "latency", "error")
     list_filter = ("pool", "enabled", "draining", "healthy")
     search_fields = ("url", "pool__name")
@@ -355,6 +409,18 @@ class BackendAdmin(admin.ModelAdmin):
     @admin.display(description="Last error")
     def error(self, backend):
         return error_summary(backend)
+
+    def backends_after(self, request, backend):
+        """The backend's pool, with the backend as the posted form would leave it."""
+        form = self.get_form(request, backend, change=True)(
+            request.POST, instance=copy.copy(backend)
+        )
+        changed = unsaved(form)
+        if changed is None or changed.pool_id != backend.pool_id:
+            return None, []
+        return backend.pool, [
+            changed if other.pk == backend.pk else other for other in backend.pool.backends.all()
+        ]
 
     def changelist_view(self, request, extra_context=None):
         extra_context = {**(extra_context or {}), "heartbeat": heartbeat()}

@@ -9,7 +9,6 @@ from django.db import DatabaseError
 from .models import HostRule, PathRule, Pool
 from .prefixes import prefix_segments
 
-
 # A file collectstatic copies: without it the admin's pages have no style.
 ADMIN_CSS = Path("admin") / "css" / "base.css"
 

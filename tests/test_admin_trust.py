@@ -263,3 +263,47 @@ def test_a_system_check_warns_when_the_static_files_are_missing(tmp_path):
         (tmp_path / "admin" / "css" / "base.css").write_text("")
         assert checks.check_static_files() == []
         call_command("check")  # a warning, not an error
+
+
+def test_a_save_that_takes_a_live_rule_down_asks_first(admin_client, kiwi):
+    backend = kiwi.backends.get()
+    form = {"pool": kiwi.pk, "url": BACKEND, "weight": "3", "draining": "on", "enabled": "on"}
+    url = f"/admin/routing/backend/{backend.pk}/change/"
+    page = admin_client.post(url, form).content.decode()
+    assert 'id="confirm-save"' in page
+    assert "kiwi: 0 usable backends of 1; www.kiwi.com now answers 503" in page
+    assert not Backend.objects.get().draining
+    page = admin_client.post(url, {**form, "_confirmed": "yes"}, follow=True).content.decode()
+    assert Backend.objects.get().draining
+    assert "www.kiwi.com now answers 503" in page
+
+
+def test_a_pool_save_that_disables_its_last_backend_asks_first(admin_client, kiwi):
+    backend = kiwi.backends.get()
+    form = {
+        "name": "kiwi",
+        "algorithm": "random",
+        "connect_timeout": "3",
+        "read_timeout": "10",
+        "max_attempts": "3",
+        "health_check_path": "",
+        "health_check_interval": "5",
+        "health_check_timeout": "2",
+        "max_fails": "3",
+        "fail_timeout": "10",
+        "tls_verify": "on",
+        "backends-TOTAL_FORMS": "1",
+        "backends-INITIAL_FORMS": "1",
+        "backends-0-id": backend.pk,
+        "backends-0-pool": kiwi.pk,
+        "backends-0-url": BACKEND,
+        "backends-0-weight": "3",
+    }
+    url = f"/admin/routing/pool/{kiwi.pk}/change/"
+    page = admin_client.post(url, form).content.decode()
+    assert 'id="confirm-save"' in page, page[page.find("errorlist") - 300 :][:800]
+    assert Backend.objects.get().enabled
+    admin_client.post(url, {**form, "_confirmed": "yes"})
+    assert not Backend.objects.get().enabled
+    entry = LogEntry.objects.filter(object_id=str(kiwi.pk)).first()
+    assert "enabled: yes → no" in entry.get_change_message()
