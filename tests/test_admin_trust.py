@@ -307,3 +307,22 @@ def test_a_pool_save_that_disables_its_last_backend_asks_first(admin_client, kiw
     assert not Backend.objects.get().enabled
     entry = LogEntry.objects.filter(object_id=str(kiwi.pk)).first()
     assert "enabled: yes → no" in entry.get_change_message()
+
+
+def test_a_rule_action_says_what_changed_for_traffic_and_is_logged(admin_client, kiwi):
+    rule = HostRule.objects.get()
+    page = admin_client.post(
+        "/admin/routing/hostrule/",
+        {"action": "disable_selected", "_selected_action": [rule.pk]},
+        follow=True,
+    ).content.decode()
+    assert "www.kiwi.com is no longer routed by this rule" in page
+    revision = Revision.objects.first().number
+    entry = LogEntry.objects.get(object_id=str(rule.pk))
+    assert entry.get_change_message() == (
+        f"Disabled (admin action): enabled: yes → no. Revision {revision}."
+    )
+    history = admin_client.get(f"/admin/routing/hostrule/{rule.pk}/history/").content.decode()
+    assert 'href="/admin/routing/history/"' in history
+    index = admin_client.get("/admin/").content.decode()
+    assert "www.kiwi.com" in index  # in Recent actions
