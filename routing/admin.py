@@ -1,17 +1,29 @@
 """The routing table in the admin: pools with their backends, host and path rules."""
 
+import copy
+from urllib.parse import urlencode
+
 from django.contrib import admin, messages
 from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.db.models import Exists, OuterRef
+from django.db.models import Case, Exists, OuterRef, Value, When
 from django.http import Http404, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
+from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
+from django.utils.timesince import timesince
 
 from .admin_impact import ImpactPreviewMixin
 from .certificate_admin import CertificateAdmin  # noqa: F401  (registers it)
+from .consequences import (
+    pool_consequence,
+    pools_taken_down,
+    site,
+    summarise_error,
+    taken_down,
+)
 from .forms import AccessListPasswordForm, AccessListUserCreationForm, RuleForm
 from .models import (
     ACTION_FIELDS,
@@ -21,7 +33,14 @@ from .models import (
     HostRule,
     PathRule,
     Pool,
+    Revision,
+    RoutingVersion,
 )
+
+# Characters that make a prefix look like a pattern; in a prefix they match literally.
+PATTERN_CHARACTERS = "*?~^$"
+# Seconds after which the health checker's heartbeat is stale, at the least.
+STALE_AFTER = 30
 
 admin.site.site_header = "Load balancer administration"
 admin.site.site_title = "Load balancer"
@@ -29,76 +48,285 @@ admin.site.index_title = "Routing table and accounts"
 # "/" on an admin host is routed to a backend, not a page of the balancer.
 admin.site.site_url = None
 
+# The routing models in the order people think of them: rules, pools, backends.
+MODEL_ORDER = [
+    "HostRule",
+    "PathRule",
+    "Pool",
+    "Backend",
+    "AccessList",
+    "AccessListUser",
+    "Certificate",
+]
+
+
+def get_app_list(request, app_label=None, _site_method=admin.site.get_app_list):
+    """Django's app list, with the routing app's models in MODEL_ORDER (others after)."""
+    apps = _site_method(request, app_label)
+    for app in apps:
+        if app["app_label"] == "routing":
+            app["models"].sort(
+                key=lambda model: (
+                    MODEL_ORDER.index(model["object_name"])
+                    if model["object_name"] in MODEL_ORDER
+                    else len(MODEL_ORDER),
+                    model["name"],
+                )
+            )
+    return apps
+
+
+admin.site.get_app_list = get_app_list
+
 
 @admin.action(description="Enable selected %(verbose_name_plural)s")
 def enable_selected(modeladmin, request, queryset):
-    change_selected(modeladmin, request, queryset.enable)
+    change_selected(modeladmin, request, queryset, "enable", "Enabled", enabled=True)
 
 
 @admin.action(description="Disable selected %(verbose_name_plural)s")
 def disable_selected(modeladmin, request, queryset):
-    change_selected(modeladmin, request, queryset.disable)
+    return change_selected(modeladmin, request, queryset, "disable", "Disabled", enabled=False)
 
 
-@admin.action(description="Drain selected backends (weight 0: no new requests)")
+@admin.action(description="Drain selected backends (no new requests, weight kept)")
 def drain_selected(modeladmin, request, queryset):
-    change_selected(modeladmin, request, queryset.drain)
+    return change_selected(modeladmin, request, queryset, "drain", "Drained", draining=True)
 
 
-def change_selected(modeladmin, request, change):
-    """Change the selected rows, or say why none was changed (a row breaks a rule)."""
+@admin.action(description="Undrain selected backends (new requests again, at their weight)")
+def undrain_selected(modeladmin, request, queryset):
+    change_selected(modeladmin, request, queryset, "undrain", "Undrained", draining=False)
+
+
+def change_selected(modeladmin, request, queryset, verb, done, **changes):
+    """Change the selected rows: ask first when that takes a live rule's last backend,
+    then say what changed for traffic and log each row's old → new values."""
+    if verb == "enable" and queryset.model is Backend:
+        changes = {"enabled": True, "draining": False}
+    rows = list(queryset.select_related("pool") if queryset.model is Backend else queryset)
+    if queryset.model is Backend and "confirmed" not in request.POST:
+        changed = [copy.copy(row) for row in rows]
+        down = pools_taken_down(changed, **changes)
+        if down:
+            return confirm_action(modeladmin, request, changed, verb, done, down, changes)
+    newest = Revision.objects.values_list("number", flat=True).first()
     try:
-        change()
+        getattr(queryset, verb)()
     except ValidationError as error:
         modeladmin.message_user(
             request, f"Nothing was changed: {' '.join(error.messages)}", messages.ERROR
         )
+        return None
+    revision = Revision.objects.values_list("number", flat=True).first()
+    revision = revision if revision != newest else None
+    for row in rows:
+        modeladmin.log_change(
+            request, row, change_words(row, changes, revision, f"{done} (admin action)")
+        )
+    modeladmin.message_user(
+        request,
+        format_html(
+            "{} {}. {}{}",
+            done,
+            ", ".join(str(row) for row in rows),
+            "; ".join(traffic_consequences(rows)),
+            revision_link(revision),
+        ),
+        messages.SUCCESS,
+    )
+    return None
+
+
+def change_words(row, changes, revision, what="Changed"):
+    """`Drained: draining no → yes. Revision 7.` for a row's log entry."""
+    parts = [
+        f"{name}: {shown(getattr(row, name))} → {shown(value)}"
+        for name, value in changes.items()
+        if getattr(row, name) != value
+    ]
+    text = f"{what}: {'; '.join(parts) or 'no change'}."
+    return f"{text} Revision {revision}." if revision else text
+
+
+def shown(value):
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return "(empty)" if value in ("", None) else str(value)
+
+
+def traffic_consequences(rows):
+    """What changed for traffic: each touched pool's usable backends and rules."""
+    if rows and isinstance(rows[0], Backend):
+        pools = {row.pool_id: row.pool for row in rows}
+        return [pool_consequence(pool) for pool in pools.values()]
+    lines = []
+    for row in rows:
+        row.refresh_from_db()
+        if not row.enabled:
+            lines.append(f"{site(row)} is no longer routed by this rule")
+        elif row.pool_id:
+            lines.append(pool_consequence(row.pool))
+        else:
+            lines.append(f"{site(row)} answered by the rule itself")
+    return lines
+
+
+def revision_link(number):
+    if number is None:
+        return ""
+    return format_html(
+        ' (<a href="{}#revision-{}">revision {}</a>)', reverse("history"), number, number
+    )
+
+
+def confirm_action(modeladmin, request, rows, verb, done, pools, changes):
+    """The page that shows what an action would take down, before it is taken."""
+    context = {
+        **modeladmin.admin_site.each_context(request),
+        "title": f"{verb.capitalize()} the selected backends? A live rule loses its last backend",
+        "opts": modeladmin.opts,
+        "rows": rows,
+        "verb": verb,
+        "action": request.POST.get("action", ""),
+        "consequences": [pool_consequence(pool, after(pool, rows)) for pool in pools],
+        "selected": request.POST.getlist(admin.helpers.ACTION_CHECKBOX_NAME),
+        "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME,
+    }
+    return TemplateResponse(request, "admin/routing/confirm_action.html", context)
+
+
+def after(pool, rows):
+    """A pool's backends with the selected rows as the action would leave them."""
+    changed = {row.pk: row for row in rows}
+    return [changed.get(backend.pk, backend) for backend in pool.backends.all()]
+
+
+class ConfirmTakingDown:
+    """Ask before a save leaves a live rule's pool with no usable backend, as a
+    delete is confirmed: a page with the consequence, posting the form again."""
+
+    def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
+        if request.method == "POST" and object_id and "_confirmed" not in request.POST:
+            obj = self.get_object(request, unquote(object_id))
+            if obj is not None:
+                pool, after = self.backends_after(request, obj)
+                if pool is not None and taken_down(pool, after):
+                    return TemplateResponse(
+                        request,
+                        "admin/routing/confirm_save.html",
+                        {
+                            **self.admin_site.each_context(request),
+                            "title": f"Save {obj}? A live rule loses its last backend",
+                            "opts": self.opts,
+                            "consequence": pool_consequence(pool, after),
+                            "fields": [
+                                (name, value)
+                                for name, values in request.POST.lists()
+                                if name != "csrfmiddlewaretoken"
+                                for value in values
+                            ],
+                        },
+                    )
+        extra_context = {**(extra_context or {}), "heartbeat": heartbeat()}
+        return super().changeform_view(request, object_id, form_url, extra_context)
+
+
+def heartbeat():
+    """When the health checker last ran, and whether that is too long ago (stale)."""
+    last = RoutingVersion.last_health_round()
+    intervals = [p.health_check_interval for p in Pool.objects.exclude(health_check_path="")]
+    if last is None:
+        return {"text": "The health checker has never run: health below is unknown.", "stale": True}
+    age = (timezone.now() - last).total_seconds()
+    stale = age > max(STALE_AFTER, 3 * min(intervals, default=STALE_AFTER))
+    text = f"Health checker last ran {timesince(last)} ago ({last:%Y-%m-%d %H:%M:%S %Z})."
+    if stale:
+        text += " It looks stopped: health below may be out of date."
+    return {"text": text, "stale": stale}
 
 
 def health_badge(backend):
-    """Return a coloured badge: disabled, drained, down or healthy (never checked counts)."""
+    """Return a badge: disabled, draining, down, healthy, or unchecked (neutral, never green)."""
     if not backend.enabled:
         colour, label = "#757575", "disabled"
+    elif backend.draining:
+        colour, label = "#ef6c00", "draining"
     elif not backend.healthy:
         colour, label = "#c62828", "down"
     elif backend.weight == 0:
-        colour, label = "#ef6c00", "draining"
+        colour, label = "#ef6c00", "weight 0"
+    elif not backend.last_checked:
+        colour, label = "#757575", "unchecked"
     else:
-        colour, label = "#2e7d32", "healthy" if backend.last_checked else "healthy (unchecked)"
+        colour, label = "#2e7d32", "healthy"
     return format_html(
-        '<span style="color: {}; font-weight: bold" title="{}">● {}</span>',
+        '<span class="health-badge" style="color: {}; font-weight: bold" title="{}">● {}</span>',
         colour,
         backend.last_error or label,
         label,
     )
 
 
+def latency(backend):
+    return "-" if backend.latency_ms is None else f"{backend.latency_ms:.1f} ms"
+
+
+def error_summary(backend):
+    if not backend.last_error:
+        return "-"
+    return format_html(
+        '<span title="{}">{}</span>', backend.last_error, summarise_error(backend.last_error)
+    )
+
+
+def unsaved(form):
+    """The row a valid model form would save, without saving it; None if invalid."""
+    if not form.is_valid():
+        return None
+    return form.instance
+
+
 class BackendInline(admin.TabularInline):
     model = Backend
     extra = 1
-    fields = ("url", "weight", "enabled", "health", "last_checked", "latency_ms", "last_error")
-    readonly_fields = ("health", "last_checked", "latency_ms", "last_error")
+    fields = ("url", "weight", "enabled", "draining", "health", "latency", "error")
+    readonly_fields = ("health", "latency", "error")
 
     @admin.display(description="Health")
     def health(self, backend):
         return health_badge(backend) if backend.pk else "-"
 
+    @admin.display(description="Latency")
+    def latency(self, backend):
+        return latency(backend) if backend.pk else "-"
+
+    @admin.display(description="Last error")
+    def error(self, backend):
+        return error_summary(backend) if backend.pk else "-"
+
 
 @admin.register(Pool)
-class PoolAdmin(admin.ModelAdmin):
+class PoolAdmin(ConfirmTakingDown, admin.ModelAdmin):
     list_display = ("name", "algorithm", "backend_list", "connect_timeout", "read_timeout")
     list_filter = ("algorithm",)
     search_fields = ("name", "backends__url")
     inlines = [BackendInline]
+    readonly_fields = ("used_by",)
+    change_form_template = "admin/routing/pool/change_form.html"
     fieldsets = [
-        (None, {"fields": ["name", "algorithm"]}),
+        (None, {"fields": ["name", "algorithm", "used_by"]}),
         (
             "Timeouts and retries",
-            {"fields": ["connect_timeout", "read_timeout", "max_attempts"]},
+            {
+                "fields": ["connect_timeout", "read_timeout", "max_attempts"],
+                "classes": ["collapse"],
+            },
         ),
         (
             "Health",
             {
+                "classes": ["collapse"],
                 "fields": [
                     "health_check_path",
                     "health_check_interval",
@@ -112,8 +340,48 @@ class PoolAdmin(admin.ModelAdmin):
                 "worker on its own.",
             },
         ),
-        ("TLS to https:// backends", {"fields": ["tls_verify", "tls_ca_bundle"]}),
+        (
+            "TLS to https:// backends",
+            {"fields": ["tls_verify", "tls_ca_bundle"], "classes": ["collapse"]},
+        ),
     ]
+
+    @admin.display(description="Used by")
+    def used_by(self, pool):
+        """Links to the rules that send requests to this pool."""
+        if not pool.pk:
+            return "-"
+        return rule_links([*pool.hostrules.all(), *pool.pathrules.all()]) or "no rule yet"
+
+    def backends_after(self, request, pool):
+        """The pool's backends as the posted form and inline would leave them."""
+        form = self.get_form(request, pool, change=True)(request.POST, instance=pool)
+        formsets, _inlines = self._create_formsets(request, pool, change=True)
+        if not form.is_valid() or not all(formset.is_valid() for formset in formsets):
+            return None, []  # the form shows its errors; nothing is saved
+        after = [
+            subform.instance
+            for formset in formsets
+            for subform in formset.forms
+            if subform.has_changed() or subform.instance.pk
+            if subform not in formset.deleted_forms and subform.instance.url
+        ]
+        return pool, after
+
+    def changelist_view(self, request, extra_context=None):
+        extra_context = {**(extra_context or {}), "heartbeat": heartbeat()}
+        return super().changelist_view(request, extra_context)
+
+    def construct_change_message(self, request, form, formsets, add=False):
+        return old_new_message(form, formsets, add)
+
+    def response_change(self, request, obj):
+        messages.info(request, pool_consequence(obj))
+        return super().response_change(request, obj)
+
+    def response_add(self, request, obj, post_url_continue=None):
+        messages.info(request, pool_consequence(obj))
+        return super().response_add(request, obj, post_url_continue)
 
     @admin.display(description="Backends")
     def backend_list(self, pool):
@@ -128,42 +396,104 @@ class PoolAdmin(admin.ModelAdmin):
 
 
 @admin.register(Backend)
-class BackendAdmin(admin.ModelAdmin):
-    list_display = (
-        "url",
-        "pool",
-        "weight",
-        "enabled",
-        "health",
-        "last_checked",
-        "latency_ms",
-        "last_error",
-    )
-    list_filter = ("pool", "enabled", "healthy")
+class BackendAdmin(ConfirmTakingDown, admin.ModelAdmin):
+    list_display = ("url", "pool", "weight", "health", "checked", "latency", "error")
+    list_filter = ("pool", "enabled", "draining", "healthy")
     search_fields = ("url", "pool__name")
     list_select_related = ("pool",)
     readonly_fields = ("healthy", "last_checked", "latency_ms", "last_error")
-    actions = [enable_selected, disable_selected, drain_selected]
+    actions = [enable_selected, disable_selected, drain_selected, undrain_selected]
 
     @admin.display(description="Health", ordering="healthy")
     def health(self, backend):
         return health_badge(backend)
+
+    @admin.display(description="Checked", ordering="last_checked")
+    def checked(self, backend):
+        return timesince(backend.last_checked) + " ago" if backend.last_checked else "never"
+
+    @admin.display(description="Latency", ordering="latency_ms")
+    def latency(self, backend):
+        return latency(backend)
+
+    @admin.display(description="Last error")
+    def error(self, backend):
+        return error_summary(backend)
+
+    def backends_after(self, request, backend):
+        """The backend's pool, with the backend as the posted form would leave it."""
+        form = self.get_form(request, backend, change=True)(
+            request.POST, instance=copy.copy(backend)
+        )
+        changed = unsaved(form)
+        if changed is None or changed.pool_id != backend.pool_id:
+            return None, []
+        return backend.pool, [
+            changed if other.pk == backend.pk else other for other in backend.pool.backends.all()
+        ]
+
+    def changelist_view(self, request, extra_context=None):
+        extra_context = {**(extra_context or {}), "heartbeat": heartbeat()}
+        return super().changelist_view(request, extra_context)
+
+    def construct_change_message(self, request, form, formsets, add=False):
+        return old_new_message(form, formsets, add)
+
+    def response_change(self, request, obj):
+        messages.info(request, pool_consequence(obj.pool))
+        return super().response_change(request, obj)
+
+
+LIVE_STATES = {
+    0: "live",
+    1: "live: answers itself",
+    2: "503: no usable backend",
+    3: "off: disabled",
+}
+
+
+class LiveFilter(admin.SimpleListFilter):
+    title = "live"
+    parameter_name = "live"
+
+    def lookups(self, request, model_admin):
+        return [(str(key), label) for key, label in LIVE_STATES.items()]
+
+    def queryset(self, request, queryset):
+        if self.value() in {str(key) for key in LIVE_STATES}:
+            return queryset.filter(live_state=int(self.value()))
+        return queryset
+
+
+def yes_no(value):
+    """A neutral mark for an option: not the red ✗ that means a site is down."""
+    return "yes" if value else "no"
 
 
 class RuleAdmin(ImpactPreviewMixin, admin.ModelAdmin):
     """What host and path rules share: the target pool, whether the rule is live, its actions."""
 
     form = RuleForm
-    list_filter = ("enabled", "pool")
+    list_filter = (LiveFilter, "enabled", "pool")
     list_select_related = ("pool",)
     actions = [enable_selected, disable_selected]
     rule_fields = ()
 
     def get_queryset(self, request):
-        usable = Backend.objects.filter(
-            pool=OuterRef("pool"), enabled=True, healthy=True, weight__gt=0
+        usable = Backend.objects.usable().filter(pool=OuterRef("pool"))
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(pool_usable=Exists(usable))
+            .annotate(
+                live_state=Case(
+                    When(enabled=False, then=Value(3)),
+                    When(pool__isnull=True, then=Value(1)),
+                    When(pool_usable=True, then=Value(0)),
+                    default=Value(2),
+                )
+            )
         )
-        return super().get_queryset(request).annotate(pool_usable=Exists(usable))
 
     def get_fieldsets(self, request, obj=None):
         """The rule, what answers it, then its actions: folded away while the rule has none."""
@@ -193,13 +523,22 @@ class RuleAdmin(ImpactPreviewMixin, admin.ModelAdmin):
             ),
         ]
 
-    @admin.display(description="Live", boolean=True)
+    @admin.display(description="Live", ordering="live_state")
     def live(self, rule):
-        """Enabled, and it answers itself or its pool has a backend that takes requests."""
-        return rule.enabled and (rule.pool_id is None or rule.pool_usable)
+        """A worded badge: live, or why not (503: no usable backend, off: disabled)."""
+        state = getattr(rule, "live_state", 0)
+        colour = {0: "#2e7d32", 1: "#2e7d32", 2: "#c62828", 3: "#757575"}[state]
+        return format_html(
+            '<span class="live-badge" style="color: {}; font-weight: bold">{}</span>',
+            colour,
+            LIVE_STATES[state],
+        )
 
     @admin.display(description="Answer", ordering="pool__name")
     def target(self, rule):
+        if rule.pool_id:
+            url = reverse("admin:routing_pool_change", args=[rule.pool_id])
+            return format_html('<a href="{}">{}</a>', url, rule.target)
         return rule.target
 
     @admin.display(description="Actions")
@@ -207,12 +546,105 @@ class RuleAdmin(ImpactPreviewMixin, admin.ModelAdmin):
         names = [self.form.base_fields[name].label for name in ACTION_FIELDS if getattr(rule, name)]
         return ", ".join(names) or "-"
 
+    @admin.display(description="Preserve host", ordering="preserve_host")
+    def preserves_host(self, rule):
+        return yes_no(rule.preserve_host)
+
+    def construct_change_message(self, request, form, formsets, add=False):
+        return old_new_message(form, formsets, add)
+
+    def save_model(self, request, obj, form, change):
+        super().save_model(request, obj, form, change)
+        for warning in rule_warnings(obj):
+            messages.warning(request, warning)
+        url = reverse("explain") + "?" + urlencode({"url": explain_url(obj)})
+        messages.info(
+            request,
+            format_html(
+                '{}. <a href="{}" class="explain-link">Explain {}</a>',
+                traffic_consequences([obj])[0],
+                url,
+                explain_url(obj),
+            ),
+        )
+
+
+def explain_url(rule):
+    """A URL the rule serves, to explain: http://www.kiwi.com/shop."""
+    host = (rule.host or "www.example.com").replace("*", "www", 1)
+    return f"http://{host}{getattr(rule, 'prefix', '/')}"
+
+
+def rule_warnings(rule):
+    """Likely mistakes that are still valid: a prefix with pattern characters, a host typo."""
+    if isinstance(rule, PathRule):
+        special = sorted(set(rule.prefix) & set(PATTERN_CHARACTERS))
+        if special:
+            yield (
+                f"The prefix {rule.prefix} contains {' '.join(special)}, which match "
+                "literally: it is not a pattern. A prefix already matches everything "
+                "below it (/shop matches /shop/x)."
+            )
+        if rule.host and not host_has_rule(rule.host):
+            yield (
+                f"No host rule matches {rule.host}: check its spelling. The rule "
+                "serves only requests for that host."
+            )
+
+
+def host_has_rule(host):
+    """Whether a host rule (exact or wildcard) covers a host."""
+    hosts = set(HostRule.objects.values_list("host", flat=True))
+    return host in hosts or any(
+        pattern.startswith("*.") and host.endswith(pattern[1:]) and host != pattern[2:]
+        for pattern in hosts
+    )
+
+
+def rule_links(rules):
+    """Links to rules' change pages, one a line."""
+    return format_html_join(
+        mark_safe("<br>"),
+        '<a href="{}">{}</a>',
+        (
+            (reverse(f"admin:routing_{rule._meta.model_name}_change", args=[rule.pk]), str(rule))
+            for rule in rules
+        ),
+    )
+
+
+def old_new_message(form, formsets, add):
+    """A change message with old → new values, not Django's bare "Changed Weight."."""
+    if add:
+        return f"Added {form.instance}."
+    parts = [field_change(form, name) for name in form.changed_data]
+    for formset in formsets or []:
+        for added in formset.new_objects:
+            parts.append(f"added {added}")
+        for changed, names in formset.changed_objects:
+            subform = next(f for f in formset.forms if f.instance.pk == changed.pk)
+            parts.append(f"{changed}: " + ", ".join(field_change(subform, n) for n in names))
+        for deleted in formset.deleted_objects:
+            parts.append(f"deleted {deleted}")
+    return ("Changed " + "; ".join(parts) + ".") if parts else "No fields changed."
+
+
+def field_change(form, name):
+    field = form.fields.get(name)
+    label = field.label if field is not None and field.label else name
+    old = form.initial.get(name)
+    new = form.cleaned_data.get(name)
+    if hasattr(old, "pk") or (field is not None and hasattr(field, "queryset")):
+        old = field.queryset.filter(pk=getattr(old, "pk", old)).first() if old else None
+    return f"{label.lower()}: {shown(old)} → {shown(new)}"
+
 
 @admin.register(HostRule)
 class HostRuleAdmin(RuleAdmin):
-    list_display = ("host", "target", "live", "enabled", "tls", "preserve_host", "action_list")
-    list_filter = ("enabled", "tls", "pool")
-    rule_fields = ("host", "enabled", "preserve_host", "tls", "force_https")
+    list_display = ("host", "target", "live", "tls", "preserves_host", "action_list")
+    list_filter = (LiveFilter, "enabled", "tls", "pool")
+    rule_fields = ("host", "enabled", "preserve_host", "tls", "force_https", "path_rules")
+    readonly_fields = ("path_rules",)
     search_fields = ("host", "pool__name")
 
     def formfield_for_dbfield(self, db_field, request, **kwargs):
@@ -220,6 +652,12 @@ class HostRuleAdmin(RuleAdmin):
             # A post without it (a script's) keeps the default, as in the routes file.
             kwargs["required"] = False
         return super().formfield_for_dbfield(db_field, request, **kwargs)
+
+    @admin.display(description="Path rules on this host")
+    def path_rules(self, rule):
+        if not rule.pk:
+            return "-"
+        return rule_links(PathRule.objects.filter(host=rule.host)) or "none"
 
 
 @admin.register(PathRule)
@@ -229,18 +667,21 @@ class PathRuleAdmin(RuleAdmin):
         "scope",
         "target",
         "live",
-        "enabled",
-        "strip_prefix",
-        "preserve_host",
+        "strips_prefix",
+        "preserves_host",
         "action_list",
     )
-    list_filter = ("enabled", "pool", "strip_prefix")
+    list_filter = (LiveFilter, "enabled", "pool", "strip_prefix")
     search_fields = ("prefix", "host", "pool__name")
     rule_fields = ("prefix", "host", "enabled", "strip_prefix", "preserve_host")
 
     @admin.display(description="Host", ordering="host")
     def scope(self, rule):
         return rule.host or "any host"
+
+    @admin.display(description="Strip prefix", ordering="strip_prefix")
+    def strips_prefix(self, rule):
+        return yes_no(rule.strip_prefix)
 
 
 class AccessListUserInline(admin.TabularInline):

@@ -1,6 +1,7 @@
 """Admin pages beyond the model lists: the route explainer, the routing table, its history."""
 
 from django import forms
+from django.conf import settings
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
@@ -31,13 +32,23 @@ class ExplainForm(forms.Form):
     )
 
 
+def admin_hosts(request):
+    """The host:port spellings of the admin listener a URL may name: never routed."""
+    port = request.get_port()
+    hosts = {request.get_host().lower()}
+    hosts |= {f"{host}:{port}" for host in settings.ADMIN_HOSTS}
+    return hosts
+
+
 def explain_route_view(request):
     """Show which rule serves a URL, its pool and backends, and why the others lost."""
     form = ExplainForm(request.GET or None)
     explanation = None
     if form.is_valid():
         data = form.cleaned_data
-        explanation = explain(get_route_table(), data["url"], data["client"] or None)
+        explanation = explain(
+            get_route_table(), data["url"], data["client"] or None, admin_hosts(request)
+        )
     context = {
         **admin.site.each_context(request),
         "title": "Explain a route",

@@ -1,11 +1,33 @@
 """System checks (`python manage.py check`) for routing tables that cannot work as meant."""
 
+from pathlib import Path
+
 from django.conf import settings
 from django.core import checks
 from django.db import DatabaseError
 
 from .models import HostRule, PathRule, Pool
 from .prefixes import prefix_segments
+
+# A file collectstatic copies: without it the admin's pages have no style.
+ADMIN_CSS = Path("admin") / "css" / "base.css"
+
+
+@checks.register(checks.Tags.staticfiles)
+def check_static_files(app_configs=None, **kwargs):
+    """Warn when the admin's static files were not collected (served from STATIC_ROOT)."""
+    if getattr(settings, "WHITENOISE_USE_FINDERS", settings.DEBUG):
+        return []  # served from the apps' own folders
+    if (Path(settings.STATIC_ROOT) / ADMIN_CSS).is_file():
+        return []
+    return [
+        checks.Warning(
+            f"The admin's static files are missing from STATIC_ROOT ({settings.STATIC_ROOT}): "
+            "its pages would show without style.",
+            hint="Run `python manage.py collectstatic --noinput`.",
+            id="routing.W005",
+        )
+    ]
 
 
 @checks.register(checks.Tags.database)
@@ -33,9 +55,9 @@ def enabled_rules():
 
 def empty_pool_warnings():
     usable = set(
-        Pool.objects.filter(backends__enabled=True, backends__weight__gt=0).values_list(
-            "pk", flat=True
-        )
+        Pool.objects.filter(
+            backends__enabled=True, backends__draining=False, backends__weight__gt=0
+        ).values_list("pk", flat=True)
     )
     return [
         checks.Warning(

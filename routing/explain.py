@@ -21,13 +21,18 @@ class Candidate:
     matches: bool = False
     wins: bool = False
 
+    @property
+    def admin_url_name(self):
+        return f"admin:routing_{self.rule._meta.model_name}_change"
+
 
 @dataclass(frozen=True)
 class Explanation:
     url: str
     host: str | None
     path: str
-    # What the client would get before any backend is asked: 200, 400, 403, 404, 503.
+    # What the client would get before any backend is asked: 200, 400, 403, 404, 503;
+    # 0 for a URL of the admin listener, which is never routed.
     status: int
     match: object = None  # resolver.Match
     candidates: tuple = ()
@@ -97,15 +102,18 @@ def split_url(url):
     return parts.netloc.rpartition("@")[2], target  # credentials are no part of Host
 
 
-def explain(table, url, client=None):
+def explain(table, url, client=None, admin_hosts=()):
     """Explain how the balancer routes a URL, with the rules as they are in the database.
 
     With a client address, the rule's firewall judges it too; without, the path alone.
+    A URL whose host:port is one of admin_hosts (the admin listener's) is not routed.
     """
     try:
         raw_host, target = split_url(url)
     except ValueError:
         return Explanation(url, None, "", 400, client=client)
+    if raw_host.lower() in admin_hosts:
+        return Explanation(url, raw_host.lower(), target, 0, client=client)
     host = normalise_host(raw_host)
     split = split_target(target)
     if host is None or split is None:
@@ -205,7 +213,8 @@ def judge(rule, host, decoded, match):
     if rank > winner_rank:
         return Candidate(
             rule,
-            f"loses: {HOST_LEVELS[winner_rank[0]]} {winner.host or '*'} is more specific",
+            f"loses: {HOST_LEVELS[winner_rank[0]]}{' ' + winner.host if winner.host else ''} "
+            "is more specific",
             matches=True,
         )
     if len(prefix) == len(winner.prefix):

@@ -91,6 +91,7 @@ def run_checks(pools=None):
         backends = backends.filter(pool__in=pools)
     backends = list(backends)
     if not backends:
+        RoutingVersion.beat(timezone.now())
         return []
     with ThreadPoolExecutor(max_workers=min(MAX_PARALLEL_CHECKS, len(backends))) as executor:
         results = list(executor.map(check_backend, backends))
@@ -100,4 +101,5 @@ def run_checks(pools=None):
         # A pass may end cool-downs that workers keep after failures; they
         # re-read check times on this cheaper signal, not the whole table.
         RoutingVersion.bump_health()
+    RoutingVersion.beat(timezone.now())
     return list(zip(backends, results, strict=True))

@@ -46,8 +46,15 @@ MAX_HOST_LENGTH = 253
 
 
 def normalise_host_pattern(value):
-    """Return a host pattern lower-cased and without a trailing dot."""
-    return value.strip().lower().removesuffix(".")
+    """Return a host pattern lower-cased and without a trailing dot.
+
+    A pasted URL with nothing but a host (http://www.kiwi.com/) is its host.
+    """
+    host = value.strip().lower()
+    for scheme in ("http://", "https://"):
+        if host.startswith(scheme) and "/" not in host[len(scheme) :].rstrip("/"):
+            host = host[len(scheme) :].rstrip("/")
+    return host.removesuffix(".")
 
 
 def validate_host_pattern(value):
@@ -62,7 +69,8 @@ def validate_host_pattern(value):
     ):
         raise ValidationError(
             "Enter a host name such as www.mango.com, or a wildcard such as "
-            "*.mango.com (one leading '*.' only, no port, no scheme).",
+            "*.mango.com (one leading '*.' only, no port, no path: a rule matches "
+            "every port and scheme of the host).",
             code="invalid_host",
         )
     if host.startswith("*.") and len(labels) < 2:
@@ -302,8 +310,20 @@ class AccessListQuerySet(RoutingQuerySet):
 
 class BackendQuerySet(RoutingQuerySet):
     def drain(self):
-        """Send the backends no new requests (weight 0): the admin's and the API's Drain."""
-        return self.update(weight=0)
+        """Send the backends no new requests, keeping their weight: the admin's and API's Drain."""
+        return self.update(draining=True)
+
+    def undrain(self):
+        """Give drained backends new requests again, at their weight: Undrain."""
+        return self.update(draining=False)
+
+    def enable(self):
+        """Turn the backends on, drained ones back at their weight: Enable."""
+        return self.update(enabled=True, draining=False)
+
+    def usable(self):
+        """The backends that take new requests (one never checked counts as healthy)."""
+        return self.filter(enabled=True, draining=False, healthy=True, weight__gt=0)
 
 
 class RoutingVersion(models.Model):
@@ -318,6 +338,9 @@ class RoutingVersion(models.Model):
     # TLS then reload their certificates. Certificates are state, not
     # configuration, so this never moves the routing version.
     certificate_version = models.PositiveBigIntegerField(default=0)
+    # The health checker's heartbeat: when its last round ended. State, not
+    # configuration: writing it bumps nothing and records no revision.
+    health_checked_at = models.DateTimeField(null=True, blank=True)
 
     SINGLETON_ID = 1
 
@@ -370,6 +393,21 @@ class RoutingVersion(models.Model):
     def bump_certificates(cls):
         """Increase the certificate version: a certificate was stored or deleted."""
         cls._increase("certificate_version")
+
+    @classmethod
+    def beat(cls, when):
+        """Store the health checker's heartbeat (no version moves: nobody needs to rebuild)."""
+        if not cls.objects.filter(pk=cls.SINGLETON_ID).update(health_checked_at=when):
+            cls.objects.get_or_create(pk=cls.SINGLETON_ID, defaults={"health_checked_at": when})
+
+    @classmethod
+    def last_health_round(cls):
+        """Return when the health checker last ran a round, or None if never."""
+        return (
+            cls.objects.filter(pk=cls.SINGLETON_ID)
+            .values_list("health_checked_at", flat=True)
+            .first()
+        )
 
     @classmethod
     def _increase(cls, field):
@@ -550,15 +588,20 @@ class Backend(RoutingModel):
     )
     weight = models.PositiveIntegerField(
         default=1,
-        help_text="Relative share of new requests, e.g. 2 for twice as many; "
-        "0 drains the backend (no new requests).",
+        help_text="Relative share of new requests, e.g. 2 for twice as many; 0 sends it none.",
     )
     enabled = models.BooleanField(
         default=True, help_text="Untick to take the backend out of its pool."
     )
+    draining = models.BooleanField(
+        default=False,
+        help_text="Tick to send the backend no new requests, keeping its weight "
+        "(requests in flight finish); untick (Undrain) to bring it back.",
+    )
     healthy = models.BooleanField(
         default=True,
-        help_text="Result of the last health check; a backend never checked counts as healthy.",
+        help_text="Result of the last health check; a backend never checked takes "
+        "requests until a check fails.",
     )
     last_checked = models.DateTimeField(null=True, blank=True)
     last_error = models.CharField(max_length=500, blank=True)
@@ -928,7 +971,8 @@ class PathRule(Rule):
         ]
 
     def __str__(self):
-        return f"{self.host or '*'}{self.prefix} → {self.target}"
+        where = f"{self.host}{self.prefix}" if self.host else f"{self.prefix} (any host)"
+        return f"{where} → {self.target}"
 
     def normalise(self):
         self.host = normalise_host_pattern(self.host)

@@ -14,12 +14,13 @@ class Backend:
     weight: int = 1
     enabled: bool = True
     healthy: bool = True
+    draining: bool = False
     checked_at: float = 0.0  # epoch seconds of the last active check, 0 if never
 
     @property
     def usable(self):
         """Whether the backend may take new requests."""
-        return self.enabled and self.healthy and self.weight > 0
+        return self.enabled and self.healthy and not self.draining and self.weight > 0
 
 
 @dataclass(frozen=True)
@@ -158,9 +159,10 @@ class Route:
 
     @functools.cached_property
     def label(self):
-        """How logs and pages name the rule: `path rule */mango → mango`."""
+        """How logs and pages name the rule: `path rule /mango (any host) → mango`."""
         path = "/" + "/".join(self.prefix) if self.kind == "path" else ""
-        return f"{self.kind} rule {self.host or '*'}{path} → {self.target}"
+        where = f"{self.host}{path}" if self.host else f"{path} (any host)"
+        return f"{self.kind} rule {where} → {self.target}"
 
     @property
     def target(self):

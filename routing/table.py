@@ -52,6 +52,7 @@ def build_route_table():
                 weight=row.weight,
                 enabled=row.enabled,
                 healthy=row.healthy,
+                draining=row.draining,
                 checked_at=row.last_checked.timestamp() if row.last_checked else 0.0,
             )
         )

@@ -39,7 +39,7 @@ def test_host_rule_added_in_the_admin_routes_at_once(admin_client, client, mango
     [
         (
             "/admin/routing/hostrule/add/",
-            {"host": "http://www.mango.com/"},
+            {"host": "http://www.mango.com:8080/"},
             "Enter a host name such as www.mango.com",
         ),
         (
@@ -97,7 +97,7 @@ def test_deleting_a_pool_in_use_is_refused_naming_its_rules(admin_client, mango)
     page = admin_client.get(f"/admin/routing/pool/{mango.pk}/delete/").content.decode()
     assert "would require deleting the following protected related objects" in page
     assert "www.mango.com → mango" in page
-    assert "*/mango → mango" in page
+    assert "/mango (any host) → mango" in page
     admin_client.post(f"/admin/routing/pool/{mango.pk}/delete/", {"post": "yes"})
     assert Pool.objects.filter(pk=mango.pk).exists()
 
@@ -170,7 +170,7 @@ def test_drain_action_stops_new_requests_to_a_backend(admin_client, client, mang
         {"action": "drain_selected", "_selected_action": [drained.pk]},
     )
     drained.refresh_from_db()
-    assert drained.weight == 0
+    assert (drained.draining, drained.weight) == (True, 1)
     seen = {client.get("/echo", headers={"Host": "www.mango.com"}).content for _ in range(10)}
     assert len(seen) == 1 and other.url.removeprefix("http://").encode() in seen.pop()
 
@@ -179,11 +179,13 @@ def test_backend_health_shows_as_badges_with_the_last_check(admin_client, mango)
     Backend.objects.filter(pool=mango).update(
         healthy=False, last_error="Connection refused", last_checked=timezone.now()
     )
-    Backend.objects.create(pool=mango, url="http://127.0.0.1:2", weight=0)
+    Backend.objects.create(pool=mango, url="http://127.0.0.1:2", draining=True)
     Backend.objects.create(pool=mango, url="http://127.0.0.1:3", enabled=False)
     page = admin_client.get("/admin/routing/backend/").content.decode()
-    for label in ("● down", "● draining", "● disabled", "Connection refused"):
+    # The error in a few words, its full text on hover.
+    for label in ("● down", "● draining", "● disabled", 'title="Connection refused"'):
         assert label in page
+    assert ">connection refused<" in page
     pools = admin_client.get("/admin/routing/pool/").content.decode()
     assert "● down" in pools and "● draining" in pools
 

@@ -96,7 +96,7 @@ def test_a_rule_names_its_pool_and_its_values_come_back_normalised(api, mango):
     [
         (
             "/api/host-rules/",
-            {"host": "http://www.mango.com/", "pool": "mango"},
+            {"host": "http://www.mango.com:81/", "pool": "mango"},
             "host",
             "Enter a host name such as www.mango.com",
         ),
@@ -173,7 +173,12 @@ def test_health_state_is_read_only(api, mango):
 
 @pytest.mark.parametrize(
     ("action", "field", "value"),
-    [("drain", "weight", 0), ("disable", "enabled", False), ("enable", "enabled", True)],
+    [
+        ("drain", "draining", True),
+        ("undrain", "draining", False),
+        ("disable", "enabled", False),
+        ("enable", "enabled", True),
+    ],
 )
 def test_backend_actions(api, mango, action, field, value):
     backend = Backend.objects.get()
@@ -259,7 +264,7 @@ def test_explain_answers_as_the_explainer(api, mango):
     assert response.status_code == 200, response.content
     data = response.json()
     assert data["status"] == 200
-    assert data["rule"]["label"] == "path rule */mango → mango"
+    assert data["rule"]["label"] == "path rule /mango (any host) → mango"
     assert data["pool"]["name"] == "mango"
     assert data["upstream_path"] == "/a"
     assert [c["verdict"] for c in data["candidates"]] == ["serves this request"]

@@ -27,6 +27,7 @@ SCHEMA_PATHS = {
     "/api/backends/",
     "/api/backends/{id}/",
     "/api/backends/{id}/drain/",
+    "/api/backends/{id}/undrain/",
     "/api/backends/{id}/enable/",
     "/api/backends/{id}/disable/",
     "/api/host-rules/",

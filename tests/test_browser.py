@@ -137,7 +137,7 @@ def test_operator_adds_a_route_in_the_admin_and_traffic_follows(page, balancer, 
     page.fill("#id_url", "http://www.kiwi.com/basket?items=3")
     page.click("#explain-form input[type=submit]")
     expect(page.locator("#winning-rule")).to_have_text("host rule www.kiwi.com → kiwi")
-    expect(page.locator("#upstream-path")).to_have_text("/basket")
+    expect(page.locator("#upstream-path")).to_have_text("/basket?items=3")
     page.screenshot(path=SCREENSHOTS / "explainer.png", full_page=True)
 
     page.goto(admin + "/admin/routing/pool/")
@@ -193,6 +193,81 @@ def test_operator_gives_a_rule_actions_in_the_admin_and_traffic_follows(
         assert time.monotonic() < deadline, f"still {answer.status_code} {answer.text!r}"
         time.sleep(0.1)
     assert (answer.text, answer.headers["X-Frame-Options"]) == ("Forbidden", "DENY")
+
+
+def wait_for_answer(balancer, host, expected):
+    """Poll the traffic listener until a host answers with the expected status."""
+    deadline = time.monotonic() + BOUND
+    while True:
+        answer = requests.get(balancer.url + "/", headers={"Host": host}, timeout=5)
+        if answer.status_code == expected:
+            return answer
+        assert time.monotonic() < deadline, f"still {answer.status_code} {answer.text!r}"
+        time.sleep(0.1)
+
+
+def run_backend_action(page, action):
+    page.check("#result_list input.action-select")
+    page.select_option("select[name=action]", action)
+    page.click("button[name=index]")
+
+
+def test_newcomer_drains_with_a_confirmation_and_follows_the_links(page, balancer, kiwi_backend):
+    log_in(page, balancer)
+    admin = balancer.admin_url
+    # Rules, pools, backends, then the tools.
+    names = page.locator("#content-main caption, #content-main th[scope=row] a").all_inner_texts()
+    assert names.index("Host rules") < names.index("Pools") < names.index("Backends")
+
+    page.goto(admin + "/admin/routing/pool/add/")
+    page.fill("#id_name", "kiwi")
+    page.fill("#id_backends-0-url", kiwi_backend)
+    page.click("input[name=_save]")
+    expect(page.locator(".messagelist")).to_contain_text(": 1 usable backend of 1")
+    # No health checker runs here: the backend is unchecked, never "healthy".
+    expect(page.locator("#result_list")).to_contain_text("● unchecked")
+    expect(page.locator("#health-heartbeat")).to_contain_text("never run")
+    page.screenshot(path=SCREENSHOTS / "pools.png", full_page=True)
+
+    page.goto(admin + "/admin/routing/hostrule/add/")
+    page.fill("#id_host", "http://www.kiwi.com/")  # pasted from the browser: its host is kept
+    page.select_option("#id_pool", label="kiwi")
+    page.click("input[name=_save]")
+    expect(page.locator(".messagelist")).to_contain_text("Explain http://www.kiwi.com/")
+    expect(page.locator("#result_list .live-badge")).to_have_text("live")
+    page.screenshot(path=SCREENSHOTS / "host-rules.png", full_page=True)
+    wait_for_answer(balancer, "www.kiwi.com", 200)
+
+    # Draining the pool's only backend asks first, saying what it would do.
+    page.goto(admin + "/admin/routing/backend/")
+    run_backend_action(page, "drain_selected")
+    expect(page.locator("#consequences")).to_contain_text(
+        "kiwi: 0 usable backends of 1; www.kiwi.com now answers 503"
+    )
+    page.screenshot(path=SCREENSHOTS / "confirm-drain.png", full_page=True)
+    page.click("#confirm-action")
+    expect(page.locator(".messagelist")).to_contain_text("www.kiwi.com now answers 503")
+    expect(page.locator("#result_list")).to_contain_text("● draining")
+    page.screenshot(path=SCREENSHOTS / "backends.png", full_page=True)
+    wait_for_answer(balancer, "www.kiwi.com", 503)
+
+    run_backend_action(page, "undrain_selected")
+    expect(page.locator(".messagelist")).to_contain_text(": 1 usable backend of 1")
+    wait_for_answer(balancer, "www.kiwi.com", 200)
+    page.goto(admin + "/admin/routing/hostrule/")
+    expect(page.locator("#result_list .live-badge")).to_have_text("live")
+
+    # Pool → rule → explainer, by links.
+    page.goto(admin + "/admin/routing/pool/")
+    page.click("#result_list a:text('kiwi')")
+    page.click(".field-used_by a:text('www.kiwi.com')")
+    expect(page.locator("#id_host")).to_have_value("www.kiwi.com")
+    page.click("input[name=_save]")
+    page.click(".messagelist a.explain-link")
+    expect(page.locator("#winning-rule")).to_have_text("host rule www.kiwi.com → kiwi")
+    expect(page.locator("#explanation")).to_contain_text("not yet checked")
+    page.click("#winning-rule a")
+    expect(page.locator("#id_host")).to_have_value("www.kiwi.com")
 
 
 # A backend's page that a logged-in operator opens through the traffic listener.

@@ -18,8 +18,8 @@ def test_load_demo_routes_fills_an_empty_table():
         "www.mango.com → mango",
     ]
     assert sorted(str(rule) for rule in PathRule.objects.all()) == [
-        "*/apple → apple",
-        "*/mango → mango",
+        "/apple (any host) → apple",
+        "/mango (any host) → mango",
     ]
 
 

@@ -4,6 +4,7 @@ import pytest
 from django.core.management import call_command
 
 from routing.models import Backend, HostRule, PathRule, Pool
+from tests.conftest import admin_port
 
 pytestmark = pytest.mark.django_db
 
@@ -30,7 +31,7 @@ def explain_command(url, capsys):
 
 def test_command_names_the_winner_the_pool_and_the_backend_path(rules, capsys):
     out = explain_command("http://shop.example/apple/x?q=1", capsys)
-    assert "Rule      path rule */apple → apple" in out
+    assert "Rule      path rule /apple (any host) → apple" in out
     assert "Pool      apple (random)" in out
     assert "Backend receives  /x" in out
     assert "http://127.0.0.1:9081  weight 0  draining" in out
@@ -41,12 +42,12 @@ def test_command_says_why_every_other_rule_lost(rules, capsys):
     out = explain_command("http://www.mango.com/apple/pie", capsys)
     assert "* www.mango.com → mango: serves this request" in out
     assert "*.mango.com → apple: loses: exact host www.mango.com is more specific" in out
-    assert "*/apple → apple: loses: exact host www.mango.com is more specific" in out
-    assert "*/apple/pie → mango: would match, but the rule is disabled" in out
+    assert "/apple (any host) → apple: loses: exact host www.mango.com is more specific" in out
+    assert "/apple/pie (any host) → mango: would match, but the rule is disabled" in out
     out = explain_command("http://eu.mango.com/", capsys)
-    assert "*/ → empty: loses: wildcard host *.mango.com is more specific" in out
+    assert "/ (any host) → empty: loses: wildcard host *.mango.com is more specific" in out
     out = explain_command("http://shop.example/apple/x", capsys)
-    assert "*/ → empty: loses: the longer prefix /apple wins" in out
+    assert "/ (any host) → empty: loses: the longer prefix /apple wins" in out
     assert "www.mango.com → mango: host does not match" in out
 
 
@@ -61,9 +62,41 @@ def test_admin_explainer_page(rules, admin_client):
     page = admin_client.get("/admin/routing/explain/", {"url": "http://www.mango.com/apple/pie"})
     html = page.content.decode()
     assert page.status_code == 200
-    assert '<td id="winning-rule">host rule www.mango.com → mango</td>' in html
+    rule = HostRule.objects.get(host="www.mango.com")
+    # The rule, the pool and every candidate are links to their pages.
+    assert (
+        f'<td id="winning-rule"><a href="/admin/routing/hostrule/{rule.pk}/change/">'
+        "host rule www.mango.com → mango</a></td>"
+    ) in html
+    assert f'href="/admin/routing/pool/{rule.pool_id}/change/"' in html
+    for path_rule in PathRule.objects.all():
+        assert f'href="/admin/routing/pathrule/{path_rule.pk}/change/"' in html
     assert '<code id="upstream-path">/apple/pie</code>' in html
     assert "would match, but the rule is disabled" in html
+    # A backend no health check has seen yet is not called usable.
+    assert "not yet checked" in html and ">usable<" not in html
+    # One notation for a path rule on any host, as in the rule lists.
+    assert "*/" not in html.replace("*/*", "")
+
+
+def test_admin_explainer_shows_the_query_the_backend_receives(rules, admin_client):
+    html = admin_client.get(
+        "/admin/routing/explain/", {"url": "http://www.mango.com/apple/pie?x=1&y=2"}
+    ).content.decode()
+    assert '<code id="upstream-path">/apple/pie?x=1&amp;y=2</code>' in html
+
+
+def test_admin_explainer_says_an_admin_listener_url_is_not_routed(rules, admin_client):
+    port = int(admin_port())
+    for url in (f"http://localhost:{port}/admin/", f"http://127.0.0.1:{port}/api/"):
+        html = admin_client.get("/admin/routing/explain/", {"url": url}).content.decode()
+        assert 'id="admin-listener"' in html and "never routed" in html
+        assert 'id="winning-rule"' not in html
+    # Another port of the same host is traffic, routed as usual.
+    html = admin_client.get(
+        "/admin/routing/explain/", {"url": f"http://localhost:{port + 1}/"}
+    ).content.decode()
+    assert 'id="admin-listener"' not in html
 
 
 def test_admin_routing_table_lists_rules_in_resolver_order(rules, admin_client):
@@ -83,7 +116,7 @@ def test_explainer_needs_a_staff_login(admin_site):
 def test_urls_that_are_no_urls_get_400_and_credentials_are_ignored(rules, capsys):
     assert "400 Bad Request" in explain_command("http://[::1/x", capsys)
     out = explain_command("http://user:pw@shop.example/apple/x", capsys)
-    assert "Rule      path rule */apple → apple" in out
+    assert "Rule      path rule /apple (any host) → apple" in out
 
 
 @pytest.fixture
@@ -123,7 +156,7 @@ def test_admin_explainer_shows_the_actions_and_the_firewall(tutorial_rule, admin
         {"url": "http://www.mango.com/v1?RemoveMe=1", "client": "10.192.0.1"},
     )
     html = page.content.decode()
-    assert '<code id="upstream-path">/v2</code>' in html
+    assert '<code id="upstream-path">/v2?MyCustomParam=Test</code>' in html
     assert '<code id="upstream-query">MyCustomParam=Test</code>' in html
     assert "<code>set MyCustomHeader: Test</code>" in html
     assert "firewall: client 10.192.0.1 denied" in html

@@ -39,7 +39,8 @@ def test_valid_hosts_are_accepted(mango, host):
 @pytest.mark.parametrize(
     "host",
     [
-        "http://www.mango.com",
+        "http://www.mango.com:8080",
+        "http://www.mango.com/shop",
         "www.mango.com:8000",
         "*mango.com",
         "www.*.mango.com",
@@ -140,7 +141,7 @@ def test_pool_used_by_rules_cannot_be_deleted(mango):
 
 def test_rules_read_like_what_they_do(mango):
     assert str(HostRule(host="www.mango.com", pool=mango)) == "www.mango.com → mango"
-    assert str(PathRule(prefix="/mango", pool=mango)) == "*/mango → mango"
+    assert str(PathRule(prefix="/mango", pool=mango)) == "/mango (any host) → mango"
     assert str(PathRule(prefix="/x", host="a.b", pool=mango)) == "a.b/x → mango"
 
 
@@ -274,7 +275,7 @@ def stored_rows():
         (PathRule, {"prefix": "mango"}, "prefix", "prefix_without_slash"),
         (PathRule, {"prefix": "/a/%2e%2e/b"}, "prefix", "prefix_bad_segment"),
         (PathRule, {"host": "www.kiwi.com", "prefix": "/"}, "prefix", "ties_with_host_rule"),
-        (PathRule, {"host": "http://www.mango.com", "prefix": "/x"}, "host", "invalid_host"),
+        (PathRule, {"host": "http://www.mango.com/x", "prefix": "/x"}, "host", "invalid_host"),
         (Backend, {"url": "http://127.0.0.1:8081/app"}, "url", "backend_url_path"),
         (Backend, {"url": "ftp://127.0.0.1:21"}, "url", "invalid_backend_url"),
     ],

@@ -51,7 +51,7 @@ def test_access_log_has_one_line_per_proxied_request(client, caplog, demo_backen
     assert line["client"] == "127.0.0.1"
     assert line["host"] == "www.shop.example"
     assert (line["method"], line["path"], line["status"]) == ("GET", "/mango/x?y=1", "200")
-    assert line["rule"] == "path rule */mango → mango"
+    assert line["rule"] == "path rule /mango (any host) → mango"
     assert line["backend"] in demo_backends["mango"]
     assert float(line["upstream_ms"]) > 0 and float(line["total_ms"]) >= float(line["upstream_ms"])
     assert line["bytes"] == str(len(b"This is the mango application."))
@@ -237,10 +237,21 @@ PRODUCTION = {
 }
 
 
-def test_check_deploy_is_clean_with_production_settings():
-    result = manage_check("--deploy", "--fail-level", "WARNING", **PRODUCTION)
+def test_check_deploy_is_clean_with_production_settings(tmp_path):
+    # The static files collected, as `collectstatic` leaves them (else routing.W005).
+    (tmp_path / "admin" / "css").mkdir(parents=True)
+    (tmp_path / "admin" / "css" / "base.css").write_text("")
+    result = manage_check(
+        "--deploy", "--fail-level", "WARNING", STATIC_ROOT=str(tmp_path), **PRODUCTION
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "System check identified no issues (1 silenced)." in result.stdout
+
+
+def test_check_warns_when_the_static_files_were_not_collected(tmp_path):
+    result = manage_check("--deploy", STATIC_ROOT=str(tmp_path), **PRODUCTION)
+    assert "routing.W005" in result.stdout + result.stderr
+    assert "collectstatic" in result.stdout + result.stderr
 
 
 def test_secret_key_is_required_when_debug_is_off():

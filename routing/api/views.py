@@ -90,10 +90,15 @@ class BackendViewSet(RoutingViewSet):
         backend.refresh_from_db()
         return Response(self.get_serializer(backend).data)
 
-    @extend_schema(request=None, summary="Drain the backend: weight 0, no new requests.")
+    @extend_schema(request=None, summary="Drain the backend: no new requests, weight kept.")
     @action(detail=True, methods=["post"], permission_classes=[ChangePermission])
     def drain(self, request, pk=None):
         return self.change("drain")
+
+    @extend_schema(request=None, summary="Undrain the backend: new requests again, at its weight.")
+    @action(detail=True, methods=["post"], permission_classes=[ChangePermission])
+    def undrain(self, request, pk=None):
+        return self.change("undrain")
 
     @extend_schema(request=None, summary="Enable the backend.")
     @action(detail=True, methods=["post"], permission_classes=[ChangePermission])
@@ -244,6 +249,7 @@ def explanation_data(explanation):
                     "weight": backend.weight,
                     "enabled": backend.enabled,
                     "healthy": backend.healthy,
+                    "draining": backend.draining,
                     "usable": backend in pool.usable_backends,
                 }
                 for backend in pool.backends
