@@ -15,11 +15,13 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 from django.utils.timesince import timesince
 
-from .admin_impact import ImpactPreviewMixin
+from .admin_impact import PREVIEW, ImpactPreviewMixin
 from .certificate_admin import CertificateAdmin  # noqa: F401  (registers it)
 from .consequences import (
+    answers_503,
     pool_consequence,
     pools_taken_down,
+    rule_consequence,
     site,
     summarise_error,
     taken_down,
@@ -33,6 +35,7 @@ from .models import (
     HostRule,
     PathRule,
     Pool,
+    RecentRequest,
     Revision,
     RoutingVersion,
 )
@@ -203,33 +206,51 @@ def after(pool, rows):
 
 
 class ConfirmTakingDown:
-    """Ask before a save leaves a live rule's pool with no usable backend, as a
-    delete is confirmed: a page with the consequence, posting the form again."""
+    """Ask before a save leaves a live rule with no usable backend, as a delete is
+    confirmed: a page with the consequence, posting the form again."""
 
     def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
-        if request.method == "POST" and object_id and "_confirmed" not in request.POST:
+        if (
+            request.method == "POST"
+            and object_id
+            and "_confirmed" not in request.POST
+            and PREVIEW not in request.POST
+        ):
             obj = self.get_object(request, unquote(object_id))
-            if obj is not None:
-                pool, after = self.backends_after(request, obj)
-                if pool is not None and taken_down(pool, after):
-                    return TemplateResponse(
-                        request,
-                        "admin/routing/confirm_save.html",
-                        {
-                            **self.admin_site.each_context(request),
-                            "title": f"Save {obj}? A live rule loses its last backend",
-                            "opts": self.opts,
-                            "consequence": pool_consequence(pool, after),
-                            "fields": [
-                                (name, value)
-                                for name, values in request.POST.lists()
-                                if name != "csrfmiddlewaretoken"
-                                for value in values
-                            ],
-                        },
-                    )
+            down = None if obj is None else self.taking_down(request, obj)
+            if down is not None:
+                title, explanation, consequence = down
+                return TemplateResponse(
+                    request,
+                    "admin/routing/confirm_save.html",
+                    {
+                        **self.admin_site.each_context(request),
+                        "title": title,
+                        "explanation": explanation,
+                        "opts": self.opts,
+                        "consequence": consequence,
+                        "fields": [
+                            (name, value)
+                            for name, values in request.POST.lists()
+                            if name != "csrfmiddlewaretoken"
+                            for value in values
+                        ],
+                    },
+                )
         extra_context = {**(extra_context or {}), "heartbeat": heartbeat()}
         return super().changeform_view(request, object_id, form_url, extra_context)
+
+    def taking_down(self, request, obj):
+        """Return the confirmation's title, explanation and consequence, or None if the
+        posted form takes no live rule down (pools and backends: see backends_after)."""
+        pool, after = self.backends_after(request, obj)
+        if pool is None or not taken_down(pool, after):
+            return None
+        return (
+            f"Save {obj}? A live rule loses its last backend",
+            "Saving this leaves a pool that live rules send requests to with no usable backend:",
+            pool_consequence(pool, after),
+        )
 
 
 def heartbeat():
@@ -470,7 +491,7 @@ def yes_no(value):
     return "yes" if value else "no"
 
 
-class RuleAdmin(ImpactPreviewMixin, admin.ModelAdmin):
+class RuleAdmin(ConfirmTakingDown, ImpactPreviewMixin, admin.ModelAdmin):
     """What host and path rules share: the target pool, whether the rule is live, its actions."""
 
     form = RuleForm
@@ -493,6 +514,18 @@ class RuleAdmin(ImpactPreviewMixin, admin.ModelAdmin):
                     default=Value(2),
                 )
             )
+        )
+
+    def taking_down(self, request, rule):
+        """Confirm a save that sends a rule's requests to a pool with no usable backend."""
+        form = self.get_form(request, rule, change=True)(request.POST, instance=copy.copy(rule))
+        after = unsaved(form)
+        if after is None or not answers_503(after) or answers_503(rule):
+            return None
+        return (
+            f"Save {rule}? It would answer 503",
+            "After this save the rule sends its requests to a pool with no usable backend:",
+            rule_consequence(after),
         )
 
     def get_fieldsets(self, request, obj=None):
@@ -585,11 +618,16 @@ def rule_warnings(rule):
                 "literally: it is not a pattern. A prefix already matches everything "
                 "below it (/shop matches /shop/x)."
             )
-        if rule.host and not host_has_rule(rule.host):
+        if rule.host and not host_has_rule(rule.host) and not host_seen(rule.host):
             yield (
-                f"No host rule matches {rule.host}: check its spelling. The rule "
-                "serves only requests for that host."
+                f"No host rule matches {rule.host}, and no recent request was for it: "
+                "check its spelling. The rule serves only requests for that host."
             )
+
+
+def host_seen(host):
+    """Whether recent traffic (the impact preview's sample) asked for a host."""
+    return RecentRequest.objects.filter(host=host).exists()
 
 
 def host_has_rule(host):

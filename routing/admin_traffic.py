@@ -4,7 +4,9 @@ from django.conf import settings
 from django.contrib import admin
 from django.http import HttpResponseBadRequest, JsonResponse
 from django.template.response import TemplateResponse
+from django.urls import reverse
 
+from .models import Pool
 from .traffic import traffic_report
 
 # The windows the page offers, in seconds, by their label.
@@ -36,4 +38,19 @@ def traffic_data_view(request):
         return HttpResponseBadRequest(
             f"window is one of {allowed} (seconds).", content_type="text/plain"
         )
-    return JsonResponse(traffic_report(window))
+    return JsonResponse(with_links(traffic_report(window)))
+
+
+def with_links(report):
+    """Add each pool's admin page and the rules that send requests to it, as links."""
+    pools = {pool.name: pool for pool in Pool.objects.prefetch_related("hostrules", "pathrules")}
+    for entry in report["pools"]:
+        pool = pools.get(entry["name"])  # a pool deleted since its samples: no links
+        entry["url"] = None if pool is None else admin_url(pool)
+        rules = [] if pool is None else [*pool.hostrules.all(), *pool.pathrules.all()]
+        entry["rules"] = [{"label": str(rule), "url": admin_url(rule)} for rule in rules]
+    return report
+
+
+def admin_url(row):
+    return reverse(f"admin:routing_{row._meta.model_name}_change", args=[row.pk])

@@ -28,7 +28,7 @@ def pool_consequence(pool, backends=None):
     backends = list(pool.backends.all() if backends is None else backends)
     usable = sum(is_usable(backend) for backend in backends)
     sites = ", ".join(site(rule) for rule in live_rules(pool))
-    count = f"{pool.name}: {usable} usable backend{'' if usable == 1 else 's'} of {len(backends)}"
+    count = backend_count(pool, backends)
     if not sites:
         return f"{count}; no enabled rule uses it"
     if usable == 0:
@@ -55,6 +55,27 @@ def taken_down(pool, backends_after):
     """Whether a pool that serves live rules goes from some usable backend to none."""
     before = Backend.objects.filter(pool=pool).usable().exists()
     return before and not any(map(is_usable, backends_after)) and bool(live_rules(pool))
+
+
+def answers_503(rule):
+    """Whether an enabled rule forwards to a pool with no usable backend."""
+    return (
+        rule.enabled
+        and rule.pool_id is not None
+        and not Backend.objects.filter(pool_id=rule.pool_id).usable().exists()
+    )
+
+
+def rule_consequence(rule):
+    """Say what a rule whose pool has no usable backend answers."""
+    return f"{backend_count(rule.pool, rule.pool.backends.all())}; {site(rule)} now answers 503"
+
+
+def backend_count(pool, backends):
+    """Say how many of a pool's backends take requests: kiwi: 1 usable backend of 2."""
+    backends = list(backends)
+    usable = sum(is_usable(backend) for backend in backends)
+    return f"{pool.name}: {usable} usable backend{'' if usable == 1 else 's'} of {len(backends)}"
 
 
 def summarise_error(text):

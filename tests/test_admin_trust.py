@@ -11,7 +11,15 @@ from django.utils import timezone
 
 from routing import checks
 from routing.health import run_checks
-from routing.models import Backend, HostRule, PathRule, Pool, Revision, RoutingVersion
+from routing.models import (
+    Backend,
+    HostRule,
+    PathRule,
+    Pool,
+    RecentRequest,
+    Revision,
+    RoutingVersion,
+)
 from routing.revisions import record_revision
 from routing.routes_file import dump_routes, export_routes, import_routes, read_routes_file
 from routing.table import build_route_table
@@ -174,13 +182,32 @@ def test_a_prefix_with_pattern_characters_and_a_host_typo_are_warned(admin_clien
     ).content.decode()
     assert PathRule.objects.get().prefix == "/shop*"  # a warning, not an error
     assert "contains *, which match literally" in page
-    assert "No host rule matches www.kiwl.com" in page
+    assert "No host rule matches www.kiwl.com, and no recent request was for it" in page
     admin_client.post(
         "/admin/routing/pathrule/add/",
         {"prefix": "/shop", "host": "www.kiwi.com", "pool": kiwi.pk, "enabled": "on"},
     )
     page = admin_client.get("/admin/routing/pathrule/").content.decode()
     assert "No host rule matches www.kiwi.com" not in page
+
+
+def test_a_path_rules_host_that_recent_traffic_asked_for_is_not_warned(admin_client, kiwi):
+    RecentRequest.objects.create(
+        writer="web-1:42",
+        period=0,
+        method="GET",
+        host="api.kiwi.com",
+        path="/",
+        count=3,
+        last_seen=timezone.now(),
+    )
+    page = admin_client.post(
+        "/admin/routing/pathrule/add/",
+        {"prefix": "/v1", "host": "api.kiwi.com", "pool": kiwi.pk, "enabled": "on"},
+        follow=True,
+    ).content.decode()
+    assert PathRule.objects.filter(host="api.kiwi.com").exists()
+    assert "No host rule matches" not in page
 
 
 def test_a_pasted_url_in_a_host_field_is_its_host(admin_client, kiwi):
@@ -276,6 +303,25 @@ def test_a_save_that_takes_a_live_rule_down_asks_first(admin_client, kiwi):
     page = admin_client.post(url, {**form, "_confirmed": "yes"}, follow=True).content.decode()
     assert Backend.objects.get().draining
     assert "www.kiwi.com now answers 503" in page
+
+
+def test_a_rule_save_onto_a_pool_with_no_usable_backend_asks_first(admin_client, kiwi):
+    empty = Pool.objects.create(name="empty")
+    Backend.objects.create(pool=empty, url="http://127.0.0.1:10", enabled=False)
+    rule = HostRule.objects.get()
+    form = {"host": "www.kiwi.com", "answer": "pool", "pool": empty.pk, "enabled": "on"}
+    url = f"/admin/routing/hostrule/{rule.pk}/change/"
+    page = admin_client.post(url, form).content.decode()
+    assert 'id="confirm-save"' in page, page[page.find("errorlist") - 300 :][:800]
+    assert "empty: 0 usable backends of 1; www.kiwi.com now answers 503" in page
+    assert HostRule.objects.get().pool == kiwi
+    admin_client.post(url, {**form, "_confirmed": "yes"})
+    assert HostRule.objects.get().pool == empty
+    # A rule that already answers 503, or a save onto a usable pool, asks nothing.
+    page = admin_client.post(url, {**form, "preserve_host": "on"}, follow=True).content.decode()
+    assert 'id="confirm-save"' not in page and HostRule.objects.get().preserve_host
+    page = admin_client.post(url, {**form, "pool": kiwi.pk}, follow=True).content.decode()
+    assert 'id="confirm-save"' not in page and HostRule.objects.get().pool == kiwi
 
 
 def test_a_pool_save_that_disables_its_last_backend_asks_first(admin_client, kiwi):

@@ -75,6 +75,8 @@ def test_the_traffic_page_draws_live_charts_of_real_traffic(page, balancer, traf
         assert time.monotonic() < deadline, "the charts were never redrawn"
         time.sleep(0.2)
     expect(page.locator("#pool-mango .traffic-summary")).to_contain_text("up")
+    expect(page.locator("#pool-mango h2 a")).to_have_text("mango")  # pool and rules are links
+    expect(page.locator("#pool-mango .rules a").first).to_have_text(re.compile("mango"))
     page.wait_for_timeout(6000)  # a few more points for the screenshot
     page.screenshot(path=SCREENSHOTS / "traffic.png", full_page=True)
 

@@ -6,7 +6,7 @@ import pytest
 from django.db import OperationalError
 
 from routing import traffic
-from routing.models import RecentRequest, TrafficSample
+from routing.models import HostRule, Pool, RecentRequest, TrafficSample
 from routing.traffic import RECORDER, percentile, traffic_report
 
 pytestmark = pytest.mark.django_db
@@ -153,6 +153,17 @@ def test_the_traffic_page_is_linked_from_the_index_and_serves_json(admin_client,
     bad = admin_client.get("/admin/routing/traffic/data/?window=7")
     assert bad.status_code == 400
     assert bad["Content-Type"].startswith("text/plain")
+
+
+def test_the_traffic_data_links_each_pool_and_the_rules_that_use_it(admin_client, fruit_routes):
+    data = admin_client.get("/admin/routing/traffic/data/").json()
+    mango = next(pool for pool in data["pools"] if pool["name"] == "mango")
+    assert mango["url"] == f"/admin/routing/pool/{Pool.objects.get(name='mango').pk}/change/"
+    rule = HostRule.objects.get(host="www.mango.com")
+    assert {"label": str(rule), "url": f"/admin/routing/hostrule/{rule.pk}/change/"} in mango[
+        "rules"
+    ]
+    assert all(link["url"].startswith("/admin/routing/") for link in mango["rules"])
 
 
 def test_the_chart_library_is_vendored_with_its_licence():

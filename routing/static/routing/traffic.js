@@ -76,7 +76,15 @@
     const width = Math.max(Math.min(root.clientWidth / 2 - 30, 620), 320);
     data.pools.forEach((pool) => {
       const section = element("div", {class: "module pool", id: `pool-${pool.name}`});
-      section.appendChild(element("h2", {}, `Pool ${pool.name}`));
+      const heading = element("h2", {}, "Pool ");
+      heading.appendChild(pool.url ? element("a", {href: pool.url}, pool.name) : document.createTextNode(pool.name));
+      section.appendChild(heading);
+      const rules = element("p", {class: "rules"}, pool.rules.length ? "Rules: " : "No rule uses it.");
+      pool.rules.forEach((rule, index) => {
+        if (index) rules.appendChild(document.createTextNode(", "));
+        rules.appendChild(element("a", {href: rule.url}, rule.label));
+      });
+      section.appendChild(rules);
       const row = element("div", {class: "charts"});
       section.appendChild(row);
       CHARTS.forEach((spec) => {
@@ -107,7 +115,7 @@
   }
 
   function update(data) {
-    const newShape = JSON.stringify(data.pools.map((p) => [p.name, p.backends.map((b) => b.url)]));
+    const newShape = JSON.stringify(data.pools.map((p) => [p.name, p.backends.map((b) => b.url), p.rules]));
     if (newShape !== shape) {
       shape = newShape;
       build(data);
