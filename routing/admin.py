@@ -253,6 +253,22 @@ class ConfirmTakingDown:
         )
 
 
+class BackendStateAdmin(ConfirmTakingDown):
+    """Pools and backends: the health checker's heartbeat over their lists, old → new
+    values in their history, and what a save left serving (pool_of: the pool it changed)."""
+
+    def changelist_view(self, request, extra_context=None):
+        extra_context = {**(extra_context or {}), "heartbeat": heartbeat()}
+        return super().changelist_view(request, extra_context)
+
+    def construct_change_message(self, request, form, formsets, add=False):
+        return old_new_message(form, formsets, add)
+
+    def response_change(self, request, obj):
+        messages.info(request, pool_consequence(self.pool_of(obj)))
+        return super().response_change(request, obj)
+
+
 def heartbeat():
     """When the health checker last ran, and whether that is too long ago (stale)."""
     last = RoutingVersion.last_health_round()
@@ -328,7 +344,7 @@ class BackendInline(admin.TabularInline):
 
 
 @admin.register(Pool)
-class PoolAdmin(ConfirmTakingDown, admin.ModelAdmin):
+class PoolAdmin(BackendStateAdmin, admin.ModelAdmin):
     list_display = ("name", "algorithm", "backend_list", "connect_timeout", "read_timeout")
     list_filter = ("algorithm",)
     search_fields = ("name", "backends__url")
@@ -389,16 +405,8 @@ class PoolAdmin(ConfirmTakingDown, admin.ModelAdmin):
         ]
         return pool, after
 
-    def changelist_view(self, request, extra_context=None):
-        extra_context = {**(extra_context or {}), "heartbeat": heartbeat()}
-        return super().changelist_view(request, extra_context)
-
-    def construct_change_message(self, request, form, formsets, add=False):
-        return old_new_message(form, formsets, add)
-
-    def response_change(self, request, obj):
-        messages.info(request, pool_consequence(obj))
-        return super().response_change(request, obj)
+    def pool_of(self, pool):
+        return pool
 
     def response_add(self, request, obj, post_url_continue=None):
         messages.info(request, pool_consequence(obj))
@@ -417,7 +425,7 @@ class PoolAdmin(ConfirmTakingDown, admin.ModelAdmin):
 
 
 @admin.register(Backend)
-class BackendAdmin(ConfirmTakingDown, admin.ModelAdmin):
+class BackendAdmin(BackendStateAdmin, admin.ModelAdmin):
     list_display = ("url", "pool", "weight", "health", "checked", "latency", "error")
     list_filter = ("pool", "enabled", "draining", "healthy")
     search_fields = ("url", "pool__name")
@@ -453,16 +461,8 @@ class BackendAdmin(ConfirmTakingDown, admin.ModelAdmin):
             changed if other.pk == backend.pk else other for other in backend.pool.backends.all()
         ]
 
-    def changelist_view(self, request, extra_context=None):
-        extra_context = {**(extra_context or {}), "heartbeat": heartbeat()}
-        return super().changelist_view(request, extra_context)
-
-    def construct_change_message(self, request, form, formsets, add=False):
-        return old_new_message(form, formsets, add)
-
-    def response_change(self, request, obj):
-        messages.info(request, pool_consequence(obj.pool))
-        return super().response_change(request, obj)
+    def pool_of(self, backend):
+        return backend.pool
 
 
 LIVE_STATES = {
