@@ -213,7 +213,12 @@ def prepare_balancer(home, rows):
         "PROMETHEUS_MULTIPROC_DIR": str(home / "metrics"),
     }
     (home / "routes.json").write_text(json.dumps(rows))
-    for command in (["migrate", "--noinput"], ["loaddata", str(home / "routes.json")]):
+    for command in (
+        # As production has them; checked (W005) by the commands after it.
+        ["collectstatic", "--noinput", "--skip-checks"],
+        ["migrate", "--noinput"],
+        ["loaddata", str(home / "routes.json")],
+    ):
         subprocess.run(
             [sys.executable, "manage.py", *command],
             cwd=PROJECT_ROOT,
