@@ -5,6 +5,7 @@ refreshes the ones in the README.
 """
 
 import os
+import re
 import secrets
 import time
 from pathlib import Path
@@ -263,6 +264,10 @@ def test_newcomer_drains_with_a_confirmation_and_follows_the_links(page, balance
     page.click(".field-used_by a:text('www.kiwi.com')")
     expect(page.locator("#id_host")).to_have_value("www.kiwi.com")
     page.click("input[name=_save]")
+    try:  # back on the list; if not, say what the page said instead
+        expect(page).to_have_url(re.compile(r"/admin/routing/hostrule/$"))
+    except AssertionError as error:
+        raise AssertionError(f"{error}\n{page.locator('#content').inner_text()[:1500]}") from None
     page.click(".messagelist a.explain-link")
     expect(page.locator("#winning-rule")).to_have_text("host rule www.kiwi.com → kiwi")
     expect(page.locator("#explanation")).to_contain_text("not yet checked")
