@@ -128,16 +128,23 @@ def manage(env, *args):
 
 
 def manage_output(env, *args, input=None):
-    """Run a management command in a subprocess, as a user would; return what it printed."""
-    return subprocess.run(
+    """Run a management command in a subprocess, as a user would; return what it printed.
+
+    A command that fails fails the test with what it wrote to stderr.
+    """
+    done = subprocess.run(
         [sys.executable, "manage.py", *args],
         cwd=PROJECT_ROOT,
         env=env,
         input=input,
-        check=True,
         capture_output=True,
         text=True,
-    ).stdout
+    )
+    if done.returncode:
+        raise AssertionError(
+            f"manage.py {args[0]} exited with {done.returncode}:\n{done.stderr[-3000:]}"
+        )
+    return done.stdout
 
 
 def pool_rows(name, backend_urls, **fields):
