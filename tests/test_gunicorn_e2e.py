@@ -40,6 +40,7 @@ from .conftest import (
 ADMIN_PASSWORD = secrets.token_urlsafe(16)
 WORKERS = 2
 PROPAGATION_BOUND = 5  # seconds; the product promises 1 s, `make bench` measures it
+WRITE_BOUND = 5  # seconds a background write may hold a connection (it takes milliseconds)
 
 
 @pytest.fixture(scope="module")
@@ -436,7 +437,12 @@ def test_a_worker_keeps_one_database_connection_however_many_clients_come_and_go
     for pid in balancer.worker_pids():
         # The refresher's, and at most one that SQLite keeps from a closed
         # connection for the next one (POSIX locks belong to the process).
-        assert database_files_open(pid) <= 2
+        # The traffic sample's writer holds one more for the moment of each
+        # write (every TRAFFIC_INTERVAL), then closes it; a leak never drops.
+        deadline = time.monotonic() + WRITE_BOUND
+        while (held := database_files_open(pid)) > 2:
+            assert time.monotonic() < deadline, f"worker {pid} holds {held} connections"
+            time.sleep(0.1)
 
 
 def test_head_answer_has_the_backends_headers_and_no_body(balancer):
