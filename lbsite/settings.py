@@ -185,6 +185,9 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     # Names the user in the routing revisions an admin or API request makes.
     "routing.middleware.RevisionUserMiddleware",
+    # An admin-listener request that may write holds SQLite's write lock from
+    # its start: another process's write cannot refuse it mid-way.
+    "routing.write_lock.WriteLockMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
@@ -246,14 +249,9 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # a writer in another process (an admin edit, the health checker, a
     # migration). SQLite waits inside C code, which under gevent would hold
     # up every request of the worker.
-    # BEGIN IMMEDIATE: a transaction takes the write lock when it begins, so a
-    # write landing between its reads and its writes (the traffic sample's, the
-    # health checker's heartbeat) never refuses it with "database is locked";
-    # it waits for a writer instead (SQLite's 5 s busy timeout), and the
-    # traffic sample, which never waits, tries again with its next write.
-    DATABASES["default"].setdefault("OPTIONS", {}).update(
-        init_command="PRAGMA journal_mode=WAL", transaction_mode="IMMEDIATE"
-    )
+    # Transactions that read before they write take the write lock first
+    # (routing/write_lock.py).
+    DATABASES["default"].setdefault("OPTIONS", {})["init_command"] = "PRAGMA journal_mode=WAL"
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

@@ -34,6 +34,7 @@ from .models import (
     RoutingVersion,
     validate_password_hash,
 )
+from .write_lock import take_write_lock
 
 TOP_LEVEL_KEYS = ("pools", "access_lists", "hosts", "paths")
 # What the health checker writes: state, not configuration. A file neither
@@ -765,6 +766,7 @@ def import_routes(document, dry_run=False, around_writes=None):
     check_entries(entries)
     try:
         with transaction.atomic(), RoutingVersion.one_bump():
+            take_write_lock()  # it reads the table before it writes (write_lock.py)
             plan = plan_import(entries)
             with around_writes or contextlib.nullcontext():
                 write_plan(plan)

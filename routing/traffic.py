@@ -195,8 +195,7 @@ def store(samples, recent, now):
     """Write traffic rows and recent requests in one transaction; delete the expired ones."""
     if connection.vendor == "sqlite":
         # Fail at once rather than wait for another writer: SQLite waits inside
-        # C code, which under gevent would stop the worker's requests. Before
-        # the transaction, whose BEGIN IMMEDIATE already takes the write lock.
+        # C code, which under gevent would stop the worker's requests.
         with connection.cursor() as cursor:
             cursor.execute("PRAGMA busy_timeout = 0")
     with transaction.atomic():
