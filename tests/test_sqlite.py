@@ -60,6 +60,9 @@ def test_the_database_runs_in_write_ahead_log_mode(env):
     assert journal.split()[-1] == "wal"
 
 
+@pytest.mark.skipif(
+    connection.vendor != "sqlite", reason="the test database is not SQLite (DATABASE_URL)"
+)
 @pytest.mark.django_db(transaction=True)
 def test_admin_requests_that_may_write_begin_their_transactions_with_the_lock(admin_client):
     def statements_of(request):
