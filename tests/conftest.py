@@ -5,10 +5,13 @@ import json
 import os
 import re
 import secrets
+import shutil
 import socket
+import sqlite3
 import struct
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import warnings
@@ -186,24 +189,88 @@ def database_of_its_own(home):
             connection.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
 
 
+class PreparedOnce:
+    """What every test balancer starts from, made once per test run.
+
+    A migrated SQLite database (each balancer gets a copy, as `migrate`
+    would leave it) and the admin's collected static files (read only, so
+    shared). Both take seconds to make, and dozens of balancers need them.
+    """
+
+    def __init__(self):
+        self.home = Path(tempfile.mkdtemp(prefix="lb-tests-"))
+        self._database = None
+        self._static = None
+
+    def environment(self, **settings):
+        return {
+            **os.environ,
+            "DJANGO_SETTINGS_MODULE": "lbsite.settings",
+            "SECRET_KEY": secrets.token_urlsafe(50),
+            **settings,
+        }
+
+    def migrated_copy(self, destination):
+        """Make destination a migrated SQLite database with no routes."""
+        if self._database is None:
+            template = self.home / "migrated.sqlite3"
+            manage(self.environment(DATABASE_URL=f"sqlite:///{template}"), "migrate", "--noinput")
+            self._database = template
+        # The backup API copies what the write-ahead log holds too.
+        with (
+            contextlib.closing(sqlite3.connect(self._database)) as source,
+            contextlib.closing(sqlite3.connect(destination)) as copy,
+        ):
+            source.backup(copy)
+
+    def static_root(self):
+        if self._static is None:
+            static = self.home / "static"
+            manage(self.environment(STATIC_ROOT=str(static)), "collectstatic", "--noinput")
+            self._static = static
+        return str(self._static)
+
+    def remove(self):
+        shutil.rmtree(self.home, ignore_errors=True)
+
+
+PREPARED = PreparedOnce()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _remove_what_was_prepared_once():
+    yield
+    PREPARED.remove()
+
+
 def balancer_environment(home, rows, **settings):
-    """Return the environment of a balancer whose migrated database holds these rows."""
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "lbsite.settings",
-        "DATABASE_URL": f"sqlite:///{home / 'db.sqlite3'}",
-        "SECRET_KEY": secrets.token_urlsafe(50),
-        "STATIC_ROOT": str(home / "static"),
-        # Each access-log line as its request ends, for the tests that read
-        # them; test_observe.py runs the default, batched writing too.
-        "ACCESS_LOG_FLUSH": "0",
-        **settings,
-    }
+    """Return the environment of a balancer whose migrated database holds these rows.
+
+    Its database is a SQLite file in home unless settings name another
+    (DATABASE_URL); the admin's static files are the run's shared ones
+    unless settings name a STATIC_ROOT.
+    """
+    env = PREPARED.environment(
+        **{
+            "DATABASE_URL": f"sqlite:///{home / 'db.sqlite3'}",
+            # Each access-log line as its request ends, for the tests that read
+            # them; test_observe.py runs the default, batched writing too.
+            "ACCESS_LOG_FLUSH": "0",
+            **settings,
+        }
+    )
+    database = env["DATABASE_URL"]
+    if database.startswith("sqlite:///") and not Path(database[len("sqlite:///") :]).exists():
+        PREPARED.migrated_copy(Path(database[len("sqlite:///") :]))
+    else:
+        manage(env, "migrate", "--noinput")
+    if "STATIC_ROOT" in settings:
+        manage(env, "collectstatic", "--noinput")
+    else:
+        env["STATIC_ROOT"] = PREPARED.static_root()
     fixture = home / "routes.json"
     fixture.write_text(json.dumps(rows))
-    manage(env, "migrate", "--noinput")
     manage(env, "loaddata", str(fixture))
-    manage(env, "collectstatic", "--noinput")
     return env
 
 
