@@ -168,17 +168,63 @@ def rule_row(pool, host="", prefix=None, **fields):
     }
 
 
+def on_postgresql():
+    """Whether the tests run against PostgreSQL (.ci/run's second pass)."""
+    return os.environ.get("DATABASE_URL", "").startswith("postgres")
+
+
+DATABASE_FIXTURES = {"db", "transactional_db", "django_db_reset_sequences", "django_db_setup"}
+
+
+def uses_the_configured_database(item):
+    """Whether a test uses DATABASE_URL's database: Django's test database, or
+
+    one of its own made by database_of_its_own (which its module says with
+    the database_url marker). The other tests run balancers on SQLite files
+    of their own whatever DATABASE_URL says.
+    """
+    return (
+        item.get_closest_marker("django_db") is not None
+        or item.get_closest_marker("database_url") is not None
+        or not DATABASE_FIXTURES.isdisjoint(item.fixturenames)
+    )
+
+
+def pytest_collection_modifyitems(config, items):
+    # On PostgreSQL, the tests that would run exactly as they did on SQLite
+    # are not run twice.
+    if not on_postgresql():
+        return
+    deselected = [item for item in items if not uses_the_configured_database(item)]
+    if deselected:
+        config.hook.pytest_deselected(items=deselected)
+        items[:] = [item for item in items if uses_the_configured_database(item)]
+
+
+RUNNING = {}
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    RUNNING["test"] = item
+
+
 @contextlib.contextmanager
 def database_of_its_own(home):
     """Yield the URL of a new database: PostgreSQL's under DATABASE_URL=postgres://...
 
     (as .ci/run's second pass runs the suite), dropped afterwards; else a
-    SQLite file in home.
+    SQLite file in home. Its test is marked database_url, so that the
+    second pass runs it.
     """
-    url = os.environ.get("DATABASE_URL", "")
-    if not url.startswith("postgres"):
+    test = RUNNING.get("test")
+    assert test is not None and test.get_closest_marker("database_url"), (
+        "a test using database_of_its_own is marked @pytest.mark.database_url"
+    )
+    if not on_postgresql():
         yield f"sqlite:///{home / 'own.sqlite3'}"
         return
+    url = os.environ["DATABASE_URL"]
     name = f"lb_test_{secrets.token_hex(4)}"
     with psycopg.connect(url, autocommit=True) as connection:
         connection.execute(f'CREATE DATABASE "{name}"')

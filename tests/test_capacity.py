@@ -32,6 +32,9 @@ from .conftest import (
     wait_until_serving,
 )
 
+# Its balancers use a database of their own on DATABASE_URL's server.
+pytestmark = pytest.mark.database_url
+
 WORKERS = 2
 CLIENTS = 300  # far more than 2 workers × 16 threads
 PROMPT = 2  # seconds a GET may take while they are connected; it takes milliseconds

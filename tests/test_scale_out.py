@@ -18,6 +18,9 @@ from .conftest import (
 )
 from .test_gunicorn_e2e import ADMIN_PASSWORD, add_host_rule, get, log_in
 
+# Its balancers use a database of their own on DATABASE_URL's server.
+pytestmark = pytest.mark.database_url
+
 BOUND = 5  # seconds; the product promises 1 s, `make bench` measures it
 
 

@@ -34,6 +34,9 @@ from .conftest import (
     self_signed_certificate,
 )
 
+# Its balancers use a database of their own on DATABASE_URL's server.
+pytestmark = pytest.mark.database_url
+
 MIB = 1024 * 1024
 TUNNELS = 200
 BOUND = 10  # seconds anything here may take at most; it takes far less
