@@ -2,6 +2,7 @@
 the model's own validation, the routes file, the explainer, revisions."""
 
 import json
+from urllib.parse import urlencode
 
 import pytest
 import yaml
@@ -14,6 +15,7 @@ from tests.test_api_e2e import SCHEMA_PATHS
 pytestmark = pytest.mark.django_db(transaction=True)
 
 READ_MODELS = ("pool", "backend", "hostrule", "pathrule", "revision")
+ROUTING_MODEL_NAMES = ("pool", "backend", "accesslist", "accesslistuser", "hostrule", "pathrule")
 
 
 @pytest.fixture
@@ -401,3 +403,74 @@ def test_tls_auto_on_a_wildcard_host_is_400_naming_tls(api, mango):
     )
     assert response.status_code == 201, response.content
     assert HostRule.objects.get().tls == "auto" and HostRule.objects.get().force_https
+
+
+def token_with(*codenames, username="scoped"):
+    """Return the key of a new user's token with these permissions (codenames) only."""
+    user = User.objects.create_user(username, password="not-used-here")
+    user.user_permissions.set(Permission.objects.filter(codename__in=codenames))
+    return Token.objects.create(user=user).key
+
+
+@pytest.mark.parametrize(
+    ("path", "fields"),
+    [
+        ("/api/pools/", {"name": "kiwi"}),
+        ("/api/backends/", {"pool": "mango", "url": "http://127.0.0.1:7001"}),
+        ("/api/host-rules/", {"host": "www.kiwi.com", "pool": "mango"}),
+    ],
+)
+@pytest.mark.parametrize("encoding", ["application/x-www-form-urlencoded", "multipart/form-data"])
+def test_a_form_body_is_415_never_a_row_with_its_switches_off(
+    admin_site, token, mango, path, fields, encoding
+):
+    # A form leaves an unticked checkbox out, so DRF reads any boolean it lacks as
+    # False: a pool without TLS verification, a disabled backend or rule.
+    headers = {"Authorization": f"Token {token}"}
+    if encoding == "multipart/form-data":
+        response = admin_site.post(path, fields, headers=headers)
+    else:
+        response = admin_site.generic("POST", path, urlencode(fields), encoding, headers=headers)
+    assert response.status_code == 415, response.content
+    assert not Pool.objects.exclude(pk=mango.pk).exists()
+    assert Backend.objects.count() == 1 and not HostRule.objects.exists()
+
+
+def test_a_revisions_table_needs_view_permission_on_the_whole_table(api, mango):
+    api(
+        "POST",
+        "/api/access-lists/",
+        {"name": "staff", "users": [{"username": "alice", "password": "wonderland"}]},
+    )
+    password_hash = AccessList.objects.get().users.get().password
+    revision = Revision.objects.first()
+    key = token_with("view_revision")
+    listed = api("GET", "/api/revisions/", key=key)
+    assert listed.status_code == 200 and listed.json()[0]["id"] == revision.pk
+    assert password_hash not in listed.content.decode()
+    assert api("GET", f"/api/revisions/{revision.pk}/", key=key).status_code == 403
+    table = [f"view_{model}" for model in ROUTING_MODEL_NAMES]
+    whole = api(
+        "GET",
+        f"/api/revisions/{revision.pk}/",
+        key=token_with("view_revision", *table, username="reader"),
+    )
+    assert whole.status_code == 200 and password_hash in whole.json()["routes"]
+
+
+def test_writing_an_access_lists_users_needs_permission_on_access_list_users(api):
+    lists = ["view_accesslist", "add_accesslist", "change_accesslist"]
+    key = token_with(*lists)
+    staff = {"name": "staff", "users": [{"username": "alice", "password": "wonderland"}]}
+    assert api("POST", "/api/access-lists/", staff, key=key).status_code == 403
+    assert not AccessList.objects.exists()
+    assert api("POST", "/api/access-lists/", {"name": "staff"}, key=key).status_code == 201
+    patch = api("PATCH", "/api/access-lists/staff/", {"users": staff["users"]}, key=key)
+    assert patch.status_code == 403 and not AccessList.objects.get().users.exists()
+    users = ["add_accesslistuser", "change_accesslistuser", "delete_accesslistuser"]
+    User.objects.get(username="scoped").user_permissions.add(
+        *Permission.objects.filter(codename__in=users)
+    )
+    patch = api("PATCH", "/api/access-lists/staff/", {"users": staff["users"]}, key=key)
+    assert patch.status_code == 200, patch.content
+    assert AccessList.objects.get().users.get().check_password("wonderland")
