@@ -7,8 +7,11 @@ from urllib.parse import urlencode
 import pytest
 import yaml
 from django.contrib.auth.models import Permission, User
+from django.db import IntegrityError
+from django.db.models.signals import pre_save
 from rest_framework.authtoken.models import Token
 
+from routing.api.errors import exception_handler
 from routing.models import AccessList, Backend, HostRule, Pool, Revision
 from tests.test_api_e2e import SCHEMA_PATHS
 
@@ -474,3 +477,28 @@ def test_writing_an_access_lists_users_needs_permission_on_access_list_users(api
     patch = api("PATCH", "/api/access-lists/staff/", {"users": staff["users"]}, key=key)
     assert patch.status_code == 200, patch.content
     assert AccessList.objects.get().users.get().check_password("wonderland")
+
+
+def test_a_name_a_concurrent_request_took_first_is_400_naming_the_field(api):
+    raced = []
+
+    def lose_the_race(sender, instance, raw=False, **kwargs):
+        # Another request stores the same name after this save's own check, before its insert.
+        if not raced:
+            raced.append(instance.name)
+            Pool.objects.create(name=instance.name)
+
+    pre_save.connect(lose_the_race, sender=Pool)  # after the model's check, connected first
+    try:
+        response = api("POST", "/api/pools/", {"name": "kiwi"})
+    finally:
+        pre_save.disconnect(lose_the_race, sender=Pool)
+    assert response.status_code == 400, response.content
+    assert response.json() == {"name": ["Pool with this Name already exists."]}
+    assert Pool.objects.filter(name="kiwi").count() == 1
+
+
+def test_a_conflict_the_check_cannot_name_is_409_not_a_traceback():
+    response = exception_handler(IntegrityError("UNIQUE constraint failed"), {})
+    assert response.status_code == 409
+    assert "try again" in response.data["detail"]
