@@ -12,7 +12,7 @@ from django.db.models.signals import pre_save
 from rest_framework.authtoken.models import Token
 
 from routing.api.errors import exception_handler
-from routing.models import AccessList, Backend, HostRule, Pool, Revision
+from routing.models import AccessList, Backend, HostRule, PathRule, Pool, Revision
 from tests.test_api_e2e import SCHEMA_PATHS
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -502,3 +502,61 @@ def test_a_conflict_the_check_cannot_name_is_409_not_a_traceback():
     response = exception_handler(IntegrityError("UNIQUE constraint failed"), {})
     assert response.status_code == 409
     assert "try again" in response.data["detail"]
+
+
+def test_a_rule_takes_its_actions_and_a_bad_one_is_400_naming_it(api, mango):
+    actions = {
+        "firewall": {"allow": ["10.0.0.0/8"], "deny": [], "deny_paths": ["/admin"]},
+        "rate_limit": {"requests": 10, "per": 1, "burst": 20, "by": "client"},
+        "rewrite": [{"pattern": "^/v1/", "replacement": "/v2/"}],
+        "request_headers": {"set": {"X-Env": "prod"}, "remove": ["Cookie"]},
+        "query": {"set": {"lang": "en"}, "remove": ["debug"]},
+        "response_headers": {"set": {"X-Frame-Options": "DENY"}, "remove": []},
+    }
+    response = api("POST", "/api/path-rules/", {"prefix": "/v1", "pool": "mango", **actions})
+    assert response.status_code == 201, response.content
+    stored = api("GET", f"/api/path-rules/{response.json()['id']}/").json()
+    assert {name: stored[name] for name in actions} == actions
+    bad = api(
+        "POST",
+        "/api/path-rules/",
+        {"prefix": "/v2", "pool": "mango", "rewrite": [{"pattern": "(", "replacement": ""}]},
+    )
+    assert bad.status_code == 400 and list(bad.json()) == ["rewrite"], bad.content
+    hop = api(
+        "POST",
+        "/api/host-rules/",
+        {"host": "www.mango.com", "pool": "mango", "request_headers": {"set": {"Connection": "x"}}},
+    )
+    assert hop.status_code == 400 and list(hop.json()) == ["request_headers"], hop.content
+    assert not HostRule.objects.exists()
+
+
+@pytest.mark.parametrize("method", ["POST", "PUT", "PATCH", "DELETE"])
+def test_revisions_are_read_only(api, mango, method):
+    revision = Revision.objects.first()
+    path = "/api/revisions/" if method == "POST" else f"/api/revisions/{revision.pk}/"
+    assert api(method, path, {"summary": "forged"}).status_code == 405
+    assert Revision.objects.get(pk=revision.pk).summary == revision.summary
+
+
+def test_an_api_rollback_needs_change_permission_on_every_routing_model(api, mango):
+    first = Revision.objects.first()
+    api("POST", "/api/path-rules/", {"prefix": "/later", "pool": "mango"})
+    changes = [f"change_{model}" for model in ROUTING_MODEL_NAMES]
+    partial = token_with(*changes[:-1], username="most")
+    rollback = f"/api/revisions/{first.pk}/rollback/"
+    assert api("POST", rollback, key=partial).status_code == 403
+    assert PathRule.objects.filter(prefix="/later").exists()
+    response = api("POST", rollback, key=token_with(*changes, username="all"))
+    assert response.status_code == 200, response.content
+    assert response.json()["changes"] == ["- path /later"]
+    assert not PathRule.objects.exists()
+
+
+def test_a_logged_in_admin_browses_the_api_with_a_json_form(admin_client, mango):
+    page = admin_client.get("/api/pools/", headers={"Accept": "text/html"})
+    assert page.status_code == 200
+    html = page.content.decode()
+    assert "mango" in html and 'id="post-generic-content-form"' in html
+    assert 'value="application/json"' in html

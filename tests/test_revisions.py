@@ -153,6 +153,14 @@ def test_routes_history_and_rollback_routes_commands(apple):
     assert Revision.objects.first().summary == "rollback to 1\n- path /new"
 
 
+def test_rollback_routes_dry_run_writes_nothing(apple):
+    PathRule.objects.create(prefix="/new", pool=apple)
+    output = io.StringIO()
+    call_command("rollback_routes", "1", "--dry-run", stdout=output)
+    assert output.getvalue().splitlines() == ["- path /new", "Dry run: 1 changes not written."]
+    assert PathRule.objects.exists() and Revision.objects.count() == 2
+
+
 @pytest.mark.parametrize(("limit", "numbers"), [(1, ["2"]), (0, ["2", "1"])])
 def test_routes_history_limit(apple, limit, numbers):
     PathRule.objects.create(prefix="/new", pool=apple)
