@@ -202,6 +202,10 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["routing.api.permissions.ModelPermissions"],
+    # JSON only: a form leaves an unticked checkbox out, so DRF reads a boolean a
+    # form body lacks as False (a pool without TLS verification, a disabled rule).
+    # A form body is 415; the browsable API keeps its raw JSON form.
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "routing.api.errors.exception_handler",
 }

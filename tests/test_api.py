@@ -2,18 +2,23 @@
 the model's own validation, the routes file, the explainer, revisions."""
 
 import json
+from urllib.parse import urlencode
 
 import pytest
 import yaml
 from django.contrib.auth.models import Permission, User
+from django.db import IntegrityError
+from django.db.models.signals import pre_save
 from rest_framework.authtoken.models import Token
 
-from routing.models import AccessList, Backend, HostRule, Pool, Revision
+from routing.api.errors import exception_handler
+from routing.models import AccessList, Backend, HostRule, PathRule, Pool, Revision
 from tests.test_api_e2e import SCHEMA_PATHS
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 READ_MODELS = ("pool", "backend", "hostrule", "pathrule", "revision")
+ROUTING_MODEL_NAMES = ("pool", "backend", "accesslist", "accesslistuser", "hostrule", "pathrule")
 
 
 @pytest.fixture
@@ -401,3 +406,157 @@ def test_tls_auto_on_a_wildcard_host_is_400_naming_tls(api, mango):
     )
     assert response.status_code == 201, response.content
     assert HostRule.objects.get().tls == "auto" and HostRule.objects.get().force_https
+
+
+def token_with(*codenames, username="scoped"):
+    """Return the key of a new user's token with these permissions (codenames) only."""
+    user = User.objects.create_user(username, password="not-used-here")
+    user.user_permissions.set(Permission.objects.filter(codename__in=codenames))
+    return Token.objects.create(user=user).key
+
+
+@pytest.mark.parametrize(
+    ("path", "fields"),
+    [
+        ("/api/pools/", {"name": "kiwi"}),
+        ("/api/backends/", {"pool": "mango", "url": "http://127.0.0.1:7001"}),
+        ("/api/host-rules/", {"host": "www.kiwi.com", "pool": "mango"}),
+    ],
+)
+@pytest.mark.parametrize("encoding", ["application/x-www-form-urlencoded", "multipart/form-data"])
+def test_a_form_body_is_415_never_a_row_with_its_switches_off(
+    admin_site, token, mango, path, fields, encoding
+):
+    # A form leaves an unticked checkbox out, so DRF reads any boolean it lacks as
+    # False: a pool without TLS verification, a disabled backend or rule.
+    headers = {"Authorization": f"Token {token}"}
+    if encoding == "multipart/form-data":
+        response = admin_site.post(path, fields, headers=headers)
+    else:
+        response = admin_site.generic("POST", path, urlencode(fields), encoding, headers=headers)
+    assert response.status_code == 415, response.content
+    assert not Pool.objects.exclude(pk=mango.pk).exists()
+    assert Backend.objects.count() == 1 and not HostRule.objects.exists()
+
+
+def test_a_revisions_table_needs_view_permission_on_the_whole_table(api, mango):
+    api(
+        "POST",
+        "/api/access-lists/",
+        {"name": "staff", "users": [{"username": "alice", "password": "wonderland"}]},
+    )
+    password_hash = AccessList.objects.get().users.get().password
+    revision = Revision.objects.first()
+    key = token_with("view_revision")
+    listed = api("GET", "/api/revisions/", key=key)
+    assert listed.status_code == 200 and listed.json()[0]["id"] == revision.pk
+    assert password_hash not in listed.content.decode()
+    assert api("GET", f"/api/revisions/{revision.pk}/", key=key).status_code == 403
+    table = [f"view_{model}" for model in ROUTING_MODEL_NAMES]
+    whole = api(
+        "GET",
+        f"/api/revisions/{revision.pk}/",
+        key=token_with("view_revision", *table, username="reader"),
+    )
+    assert whole.status_code == 200 and password_hash in whole.json()["routes"]
+
+
+def test_writing_an_access_lists_users_needs_permission_on_access_list_users(api):
+    lists = ["view_accesslist", "add_accesslist", "change_accesslist"]
+    key = token_with(*lists)
+    staff = {"name": "staff", "users": [{"username": "alice", "password": "wonderland"}]}
+    assert api("POST", "/api/access-lists/", staff, key=key).status_code == 403
+    assert not AccessList.objects.exists()
+    assert api("POST", "/api/access-lists/", {"name": "staff"}, key=key).status_code == 201
+    patch = api("PATCH", "/api/access-lists/staff/", {"users": staff["users"]}, key=key)
+    assert patch.status_code == 403 and not AccessList.objects.get().users.exists()
+    users = ["add_accesslistuser", "change_accesslistuser", "delete_accesslistuser"]
+    User.objects.get(username="scoped").user_permissions.add(
+        *Permission.objects.filter(codename__in=users)
+    )
+    patch = api("PATCH", "/api/access-lists/staff/", {"users": staff["users"]}, key=key)
+    assert patch.status_code == 200, patch.content
+    assert AccessList.objects.get().users.get().check_password("wonderland")
+
+
+def test_a_name_a_concurrent_request_took_first_is_400_naming_the_field(api):
+    raced = []
+
+    def lose_the_race(sender, instance, raw=False, **kwargs):
+        # Another request stores the same name after this save's own check, before its insert.
+        if not raced:
+            raced.append(instance.name)
+            Pool.objects.create(name=instance.name)
+
+    pre_save.connect(lose_the_race, sender=Pool)  # after the model's check, connected first
+    try:
+        response = api("POST", "/api/pools/", {"name": "kiwi"})
+    finally:
+        pre_save.disconnect(lose_the_race, sender=Pool)
+    assert response.status_code == 400, response.content
+    assert response.json() == {"name": ["Pool with this Name already exists."]}
+    assert Pool.objects.filter(name="kiwi").count() == 1
+
+
+def test_a_conflict_the_check_cannot_name_is_409_not_a_traceback():
+    response = exception_handler(IntegrityError("UNIQUE constraint failed"), {})
+    assert response.status_code == 409
+    assert "try again" in response.data["detail"]
+
+
+def test_a_rule_takes_its_actions_and_a_bad_one_is_400_naming_it(api, mango):
+    actions = {
+        "firewall": {"allow": ["10.0.0.0/8"], "deny": [], "deny_paths": ["/admin"]},
+        "rate_limit": {"requests": 10, "per": 1, "burst": 20, "by": "client"},
+        "rewrite": [{"pattern": "^/v1/", "replacement": "/v2/"}],
+        "request_headers": {"set": {"X-Env": "prod"}, "remove": ["Cookie"]},
+        "query": {"set": {"lang": "en"}, "remove": ["debug"]},
+        "response_headers": {"set": {"X-Frame-Options": "DENY"}, "remove": []},
+    }
+    response = api("POST", "/api/path-rules/", {"prefix": "/v1", "pool": "mango", **actions})
+    assert response.status_code == 201, response.content
+    stored = api("GET", f"/api/path-rules/{response.json()['id']}/").json()
+    assert {name: stored[name] for name in actions} == actions
+    bad = api(
+        "POST",
+        "/api/path-rules/",
+        {"prefix": "/v2", "pool": "mango", "rewrite": [{"pattern": "(", "replacement": ""}]},
+    )
+    assert bad.status_code == 400 and list(bad.json()) == ["rewrite"], bad.content
+    hop = api(
+        "POST",
+        "/api/host-rules/",
+        {"host": "www.mango.com", "pool": "mango", "request_headers": {"set": {"Connection": "x"}}},
+    )
+    assert hop.status_code == 400 and list(hop.json()) == ["request_headers"], hop.content
+    assert not HostRule.objects.exists()
+
+
+@pytest.mark.parametrize("method", ["POST", "PUT", "PATCH", "DELETE"])
+def test_revisions_are_read_only(api, mango, method):
+    revision = Revision.objects.first()
+    path = "/api/revisions/" if method == "POST" else f"/api/revisions/{revision.pk}/"
+    assert api(method, path, {"summary": "forged"}).status_code == 405
+    assert Revision.objects.get(pk=revision.pk).summary == revision.summary
+
+
+def test_an_api_rollback_needs_change_permission_on_every_routing_model(api, mango):
+    first = Revision.objects.first()
+    api("POST", "/api/path-rules/", {"prefix": "/later", "pool": "mango"})
+    changes = [f"change_{model}" for model in ROUTING_MODEL_NAMES]
+    partial = token_with(*changes[:-1], username="most")
+    rollback = f"/api/revisions/{first.pk}/rollback/"
+    assert api("POST", rollback, key=partial).status_code == 403
+    assert PathRule.objects.filter(prefix="/later").exists()
+    response = api("POST", rollback, key=token_with(*changes, username="all"))
+    assert response.status_code == 200, response.content
+    assert response.json()["changes"] == ["- path /later"]
+    assert not PathRule.objects.exists()
+
+
+def test_a_logged_in_admin_browses_the_api_with_a_json_form(admin_client, mango):
+    page = admin_client.get("/api/pools/", headers={"Accept": "text/html"})
+    assert page.status_code == 200
+    html = page.content.decode()
+    assert "mango" in html and 'id="post-generic-content-form"' in html
+    assert 'value="application/json"' in html

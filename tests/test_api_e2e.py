@@ -119,6 +119,17 @@ def test_the_api_is_a_routed_path_on_the_traffic_listener(balancer):
     assert response.text == "This is the mango application."
 
 
+def test_the_api_is_absent_for_a_host_the_admin_does_not_answer_to(balancer):
+    # A DNS-rebound page (or any other name) reaches the admin listener with its own Host.
+    for path in ("/api/pools/", "/api/routes", "/api/schema/"):
+        response = requests.get(
+            balancer.admin_url + path,
+            headers={"Authorization": f"Token {balancer.token}", "Host": "www.mango.com"},
+            timeout=10,
+        )
+        assert (response.status_code, response.text) == (400, "Bad Request")
+
+
 def test_a_route_made_through_the_api_is_routed_by(balancer, kiwi):
     assert call(balancer, "POST", "/api/pools/", {"name": "kiwi"}).status_code == 201
     backend = call(balancer, "POST", "/api/backends/", {"pool": "kiwi", "url": kiwi})

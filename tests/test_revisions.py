@@ -5,7 +5,7 @@ import json
 
 import pytest
 from django.contrib.auth.models import Permission
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
 from django.db import transaction
 
 from routing.health import run_checks
@@ -151,6 +151,28 @@ def test_routes_history_and_rollback_routes_commands(apple):
         "Rolled back to revision 1: revision 3.",
     ]
     assert Revision.objects.first().summary == "rollback to 1\n- path /new"
+
+
+def test_rollback_routes_dry_run_writes_nothing(apple):
+    PathRule.objects.create(prefix="/new", pool=apple)
+    output = io.StringIO()
+    call_command("rollback_routes", "1", "--dry-run", stdout=output)
+    assert output.getvalue().splitlines() == ["- path /new", "Dry run: 1 changes not written."]
+    assert PathRule.objects.exists() and Revision.objects.count() == 2
+
+
+@pytest.mark.parametrize(("limit", "numbers"), [(1, ["2"]), (0, ["2", "1"])])
+def test_routes_history_limit(apple, limit, numbers):
+    PathRule.objects.create(prefix="/new", pool=apple)
+    history = io.StringIO()
+    call_command("routes_history", "--limit", str(limit), stdout=history)
+    heads = [line.split()[1] for line in history.getvalue().splitlines() if line[0] != " "]
+    assert heads == numbers
+
+
+def test_a_negative_routes_history_limit_is_refused_with_a_message(apple):
+    with pytest.raises(CommandError, match="--limit"):
+        call_command("routes_history", "--limit", "-1")
 
 
 def test_the_history_page_lists_revisions_with_their_changes(admin_client, apple):

@@ -1,6 +1,8 @@
-"""The API's answers to the model's refusals: 400 naming the field, 409 for a pool in use."""
+"""The API's answers to the model's refusals: 400 naming the field, 409 for a pool in use
+or a clash with a concurrent write."""
 
 from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db import IntegrityError
 from django.db.models import ProtectedError
 from rest_framework import exceptions
 from rest_framework.settings import api_settings
@@ -24,6 +26,10 @@ def exception_handler(exc, context):
     elif isinstance(exc, ProtectedError):
         users = ", ".join(sorted(str(row) for row in exc.protected_objects))
         exc = Conflict(f"Still used by: {users}. Delete or change those first.")
+    elif isinstance(exc, IntegrityError):  # a concurrent write the model's check could not see
+        exc = Conflict(
+            "A change made at the same moment conflicts: nothing was written; try again."
+        )
     return drf_exception_handler(exc, context)
 
 

@@ -44,6 +44,20 @@ class TablePermissions(BasePermission):
         return user.has_perms(table_permissions(*actions))
 
 
+class AccessListUsersPermission(BasePermission):
+    """Add, change and delete on access-list users for a write that lists them: it
+    replaces them, as the admin's inline of users would need."""
+
+    def has_permission(self, request, view):
+        if request.method not in ("POST", "PUT", "PATCH"):
+            return True
+        if not isinstance(request.data, dict) or "users" not in request.data:
+            return True
+        return request.user.has_perms(
+            [f"routing.{action}_accesslistuser" for action in ("add", "change", "delete")]
+        )
+
+
 class RollbackPermission(BasePermission):
     """Change permission on every routing model: a rollback may change any row."""
 

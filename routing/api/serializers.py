@@ -8,7 +8,7 @@ a unique name (a rule's pool) is written as that name.
 import copy
 
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from rest_framework import serializers
 
 from routing.models import AccessList, AccessListUser, Backend, HostRule, PathRule, Pool, Revision
@@ -58,6 +58,19 @@ class ModelCheckedSerializer(serializers.ModelSerializer):
 
     def get_validators(self):
         return []
+
+    def save(self, **kwargs):
+        """Store the row; one another request stored first is refused as the check would.
+
+        Two requests may both pass the check before either writes (the same
+        name at once): the database refuses the second, which is then checked
+        again and answered 400 naming the field (else 409, errors.py).
+        """
+        try:
+            return super().save(**kwargs)
+        except IntegrityError:
+            self.run_validation(self.initial_data)
+            raise
 
     def validate(self, attrs):
         """Check the row as it would be stored, with the model's full_clean()."""

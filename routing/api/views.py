@@ -21,7 +21,13 @@ from routing.revisions import roll_back
 from routing.routes_file import export_routes, import_routes, read_routes_file
 from routing.table import get_route_table
 
-from .permissions import ChangePermission, RollbackPermission, TablePermissions
+from .permissions import (
+    AccessListUsersPermission,
+    ChangePermission,
+    ModelPermissions,
+    RollbackPermission,
+    TablePermissions,
+)
 from .renderers import YAMLRenderer
 from .serializers import (
     AccessListSerializer,
@@ -76,6 +82,7 @@ class AccessListViewSet(viewsets.ModelViewSet):
     queryset = AccessList.objects.prefetch_related("users")
     serializer_class = AccessListSerializer
     lookup_field = "name"
+    permission_classes = [ModelPermissions, AccessListUsersPermission]
 
 
 @extend_schema_view(list=extend_schema(parameters=[POOL_FILTER]))
@@ -131,6 +138,13 @@ class RevisionViewSet(viewsets.ReadOnlyModelViewSet):
 
     def get_serializer_class(self):
         return RevisionListSerializer if self.action == "list" else RevisionSerializer
+
+    def get_permissions(self):
+        """A revision's own page holds the whole table: reading it is reading the table."""
+        permissions = super().get_permissions()
+        if self.action == "retrieve":
+            permissions.append(TablePermissions())
+        return permissions
 
     @extend_schema(request=None, parameters=[DRY_RUN], responses=RollbackResultSerializer)
     @action(detail=True, methods=["post"], permission_classes=[RollbackPermission])

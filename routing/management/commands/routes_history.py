@@ -1,4 +1,4 @@
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 
 from routing.models import Revision
 
@@ -15,6 +15,8 @@ class Command(BaseCommand):
         )
 
     def handle(self, limit=20, **options):
+        if limit < 0:
+            raise CommandError("--limit is a number of revisions: 0 (all) or more.")
         revisions = Revision.objects.select_related("user")
         if limit:
             revisions = revisions[:limit]
