@@ -93,6 +93,7 @@ class CertificateAdmin(admin.ModelAdmin):
     list_display = ("host", "expiry", "not_after", "issuer_name", "source", "last_error_line")
     search_fields = ("host", "names", "issuer")
     readonly_fields = (
+        "private_key",
         "expiry",
         "names",
         "not_before",
@@ -105,9 +106,13 @@ class CertificateAdmin(admin.ModelAdmin):
     )
 
     def get_fieldsets(self, request, obj=None):
+        # Who may only view gets the form's fields as read-only displays of
+        # the stored values: the key's is replaced by one that never shows it.
+        can_upload = self.has_change_permission(request, obj) if obj else True
+        key = "private_key_pem" if can_upload else "private_key"
         upload = (
             "Upload" if obj is None else "Replace with an uploaded certificate",
-            {"fields": ["host", "chain_pem", "private_key_pem"]},
+            {"fields": ["host", "chain_pem", key]},
         )
         if obj is None:
             return [upload]
@@ -128,6 +133,10 @@ class CertificateAdmin(admin.ModelAdmin):
             },
         )
         return [state, upload]
+
+    @admin.display(description="Private key (PEM)")
+    def private_key(self, certificate):
+        return "stored, never shown" if certificate.private_key_pem else "-"
 
     @admin.display(description="Expiry", ordering="not_after")
     def expiry(self, certificate):

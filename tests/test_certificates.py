@@ -6,6 +6,7 @@ from io import StringIO
 
 import pytest
 import yaml
+from django.contrib.auth.models import Permission, User
 from django.core.exceptions import ValidationError
 from django.core.management import CommandError, call_command
 from django.utils import timezone
@@ -270,6 +271,23 @@ def test_an_uploaded_certificate_is_stored_and_its_key_never_shown(admin_client)
         page = admin_client.get(url).content.decode()
         assert key_body not in page
     assert "www.mango.com" in page
+
+
+def test_a_user_who_may_only_view_certificates_never_sees_a_key(admin_site):
+    chain, key = make_certificate(["www.mango.com"])
+    acme.store_certificate("www.mango.com", chain, key, uploaded=True)
+    viewer = User.objects.create_user("viewer", password="-", is_staff=True)
+    viewer.user_permissions.add(Permission.objects.get(codename="view_certificate"))
+    admin_site.force_login(viewer)
+    certificate = Certificate.objects.get()
+    page = admin_site.get(f"/admin/routing/certificate/{certificate.pk}/change/")
+    assert page.status_code == 200
+    text = page.content.decode()
+    assert "www.mango.com" in text and chain.splitlines()[1] in text  # the chain is public
+    for line in key.splitlines()[1:-1]:
+        assert line not in text
+    assert "PRIVATE KEY" not in text
+    assert "stored, never shown" in text
 
 
 def test_an_upload_whose_key_does_not_match_is_refused(admin_client):
