@@ -35,9 +35,10 @@ class CertificateStore:
         self.version = version
         self.alpn_protocols = alpn_protocols
         self.pems = {row.pk: (row.chain_pem, row.private_key_pem) for row in rows}
-        self.by_name = {}
+        # A host's own certificate first; another's that also names it after.
+        self.by_name = {row.host: row.pk for row in rows}
         for row in rows:
-            for name in (row.host, *row.names):
+            for name in row.names:
                 self.by_name.setdefault(name, row.pk)
         self.contexts = {}
 

@@ -349,6 +349,18 @@ def test_the_store_finds_a_name_exactly_then_by_its_wildcard():
     assert store.version == RoutingVersion.all_versions()[2]
 
 
+def test_a_hosts_own_certificate_wins_over_another_that_also_names_it():
+    # An uploaded certificate for mango.com that names www.mango.com too, and
+    # www.mango.com's own (sorted after it): each host gets its own.
+    both_chain, both_key = make_certificate(["mango.com", "www.mango.com"])
+    own_chain, own_key = make_certificate(["www.mango.com"])
+    acme.store_certificate("mango.com", both_chain, both_key, uploaded=True)
+    acme.store_certificate("www.mango.com", own_chain, own_key, uploaded=False)
+    store = tls.load_store()
+    assert store.context_for("www.mango.com") is not store.context_for("mango.com")
+    assert store.by_name["www.mango.com"] == Certificate.objects.get(host="www.mango.com").pk
+
+
 def test_the_refresher_reloads_the_certificates_only_when_their_version_moved(
     django_assert_num_queries,
 ):
