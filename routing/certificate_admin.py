@@ -12,7 +12,7 @@ from django.utils import timezone
 from django.utils.html import format_html
 
 from .models import Certificate, normalise_host_pattern, validate_host_pattern
-from .pem import read_certificate
+from .pem import check_covers, read_certificate
 
 # A certificate that expires sooner than this shows amber.
 EXPIRY_WARNING = datetime.timedelta(days=30)
@@ -72,6 +72,8 @@ class CertificateUploadForm(forms.ModelForm):
         chain, key = cleaned.get("chain_pem"), cleaned.get("private_key_pem")
         if chain and key:
             self.details = read_certificate(chain, key)  # ValidationError: shown on the form
+            if cleaned.get("host"):
+                check_covers(self.details, cleaned["host"])
         return cleaned
 
     def save(self, commit=True):

@@ -71,3 +71,15 @@ def certificate_names(certificate):
             for attribute in certificate.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
         ]
     return [name.lower() for name in alternative.value.get_values_for_type(x509.DNSName)]
+
+
+def check_covers(details, host):
+    """Raise ValidationError unless the certificate names the host, or a wildcard covering it."""
+    wildcard = "*." + host.split(".", 1)[1] if "." in host else None
+    if host in details.names or (wildcard and wildcard in details.names):
+        return
+    raise ValidationError(
+        "The certificate is for %(names)s, not for %(host)s.",
+        code="host_not_named",
+        params={"names": ", ".join(details.names) or "no DNS name", "host": host},
+    )

@@ -273,6 +273,28 @@ def test_an_uploaded_certificate_is_stored_and_its_key_never_shown(admin_client)
     assert "www.mango.com" in page
 
 
+def test_an_upload_for_a_host_its_certificate_does_not_name_is_refused(admin_client):
+    chain, key = make_certificate(["www.apple.com", "apple.com"])
+    result = admin_client.post(
+        "/admin/routing/certificate/add/",
+        {"host": "www.mango.com", "chain_pem": chain, "private_key_pem": key},
+    )
+    assert result.status_code == 200
+    assert "is for www.apple.com, apple.com, not for www.mango.com" in result.content.decode()
+    assert not Certificate.objects.exists()
+
+
+@pytest.mark.parametrize("host", ["shop.mango.com", "*.mango.com"])
+def test_a_wildcard_certificate_may_be_uploaded_for_a_host_it_covers(admin_client, host):
+    chain, key = make_certificate(["*.mango.com"])
+    result = admin_client.post(
+        "/admin/routing/certificate/add/",
+        {"host": host, "chain_pem": chain, "private_key_pem": key},
+    )
+    assert result.status_code == 302, result.content.decode()
+    assert Certificate.objects.get().names == ["*.mango.com"]
+
+
 def test_a_user_who_may_only_view_certificates_never_sees_a_key(admin_site):
     chain, key = make_certificate(["www.mango.com"])
     acme.store_certificate("www.mango.com", chain, key, uploaded=True)
