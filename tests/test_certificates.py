@@ -130,6 +130,12 @@ def test_warm_requests_and_https_redirects_make_no_query(client, mango, django_a
         assert client.get("/", headers={"Host": "secure.mango.com"}).status_code == 308
 
 
+@pytest.mark.parametrize("interval", ["0", "-1", "nan", "inf", "soon"])
+def test_the_loop_refuses_an_interval_that_is_no_positive_number_of_seconds(interval):
+    with pytest.raises(CommandError, match="interval"):
+        call_command("certificates", "--loop", "--interval", interval, stdout=StringIO())
+
+
 def test_a_stale_challenge_token_is_deleted_by_the_next_round(mango):
     AcmeChallenge.objects.create(token="old", key_authorization="old.x", host="www.mango.com")
     AcmeChallenge.objects.create(token="new", key_authorization="new.x", host="www.mango.com")
