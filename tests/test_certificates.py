@@ -2,6 +2,7 @@
 
 import datetime
 import ssl
+import subprocess
 from io import StringIO
 
 import pytest
@@ -19,6 +20,7 @@ from routing.pem import read_certificate
 from routing.table import get_route_table
 
 from .acme_ca import make_certificate
+from .conftest import PROJECT_ROOT
 
 pytestmark = pytest.mark.django_db
 
@@ -410,3 +412,18 @@ def test_the_explainer_says_a_plain_http_url_is_sent_to_https(mango, settings):
     assert "force HTTPS" in plain.answer
     secure = explain(get_route_table(), "https://www.mango.com/a?b=1")
     assert secure.status == 200 and not secure.location
+
+
+# The test CA ----------------------------------------------------------------------------------
+
+
+def test_ci_installs_the_test_ca_before_the_tests():
+    """.ci/run runs `make test`, which installs Debian's pebble (with its DNS) if missing."""
+    assert "\nmake test\n" in (PROJECT_ROOT / ".ci" / "run").read_text()
+    planned = subprocess.run(
+        ["make", "--dry-run", "test"], cwd=PROJECT_ROOT, capture_output=True, text=True, check=True
+    ).stdout
+    install = next(line for line in planned.splitlines() if "pebble" in line)
+    assert "command -v pebble-challtestsrv" in install
+    assert install.rstrip("; }").endswith("apt-get install -y -qq --no-install-recommends pebble")
+    assert planned.index(install) < planned.index("pytest")
