@@ -7,12 +7,15 @@ connection's certificate by SNI. Clients reach the hosts with curl's
 --resolve, trusting only the CA's root.
 """
 
+import contextlib
 import json
+import os
 import socket
 import ssl
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import requests
@@ -76,7 +79,7 @@ def https(tmp_path_factory, demo_backends):
         )
         tls_url = url_of(tls_sock).replace("http", "https", 1)
         wait_until_serving(tls_url + "/", tls_master, verify=False)
-        yield _Setup(env, home, plain, pebble, tls_port)
+        yield _Setup(env, home, plain, pebble, tls_port, tls_master)
     finally:
         if tls_master is not None:
             stop(tls_master)
@@ -87,7 +90,7 @@ def https(tmp_path_factory, demo_backends):
 
 
 class _Setup:
-    def __init__(self, env, home, plain, pebble, tls_port):
+    def __init__(self, env, home, plain, pebble, tls_port, tls_master):
         self.env, self.home, self.plain, self.pebble, self.tls_port = (
             env,
             home,
@@ -95,6 +98,7 @@ class _Setup:
             pebble,
             tls_port,
         )
+        self.tls_master = tls_master
         self.first_round = None
 
     def certificates(self, *args, **env):
@@ -196,6 +200,32 @@ def test_https_serves_the_issued_chain_and_the_backend_sees_https(issued):
     names = served.extensions.get_extension_for_class(x509.SubjectAlternativeName)
     assert names.value.get_values_for_type(x509.DNSName) == ["www.mango.test"]
     assert "Pebble" in served.issuer.rfc4514_string()
+
+
+def listening_ports(pid):
+    """Return the TCP ports a process listens on (from /proc: its sockets in state LISTEN)."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError):
+            target = os.readlink(fd)
+            if target.startswith("socket:["):
+                inodes.add(target[len("socket:[") : -1])
+    ports = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A" and fields[9] in inodes:
+                ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+    return ports
+
+
+def test_the_https_master_listens_on_its_bind_alone_and_serves_no_admin(issued):
+    assert listening_ports(issued.tls_master.pid) == {issued.tls_port}
+    assert len(listening_ports(issued.plain.process.pid)) == 2  # traffic and admin
+    # /admin/ on the HTTPS listener is traffic like any other path: the backend answers.
+    result = issued.curl("www.mango.test", "/admin/")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("This is the mango application.")
 
 
 def test_http11_over_tls_works_too(issued):
