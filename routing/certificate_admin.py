@@ -13,6 +13,7 @@ from django.utils.html import format_html
 
 from .models import Certificate, normalise_host_pattern, validate_host_pattern
 from .pem import check_covers, read_certificate
+from .tls import check_servable
 
 # A certificate that expires sooner than this shows amber.
 EXPIRY_WARNING = datetime.timedelta(days=30)
@@ -72,6 +73,7 @@ class CertificateUploadForm(forms.ModelForm):
         chain, key = cleaned.get("chain_pem"), cleaned.get("private_key_pem")
         if chain and key:
             self.details = read_certificate(chain, key)  # ValidationError: shown on the form
+            check_servable(chain, key)
             if cleaned.get("host"):
                 check_covers(self.details, cleaned["host"])
         return cleaned

@@ -17,6 +17,8 @@ import os
 import ssl
 import threading
 
+from django.core.exceptions import ValidationError
+
 from . import table
 from .models import Certificate, RoutingVersion
 
@@ -132,6 +134,18 @@ def server_context(chain_pem, key_pem, alpn_protocols):
     if alpn_protocols:
         context.set_alpn_protocols(alpn_protocols)
     return context
+
+
+def check_servable(chain_pem, key_pem):
+    """Raise ValidationError if the TLS library would refuse to serve this chain and key."""
+    try:
+        server_context(chain_pem, key_pem, [])
+    except ssl.SSLError as error:
+        raise ValidationError(
+            "The HTTPS listener cannot serve this certificate: %(reason)s.",
+            code="unservable",
+            params={"reason": error.reason or error.strerror or "refused by OpenSSL"},
+        ) from None
 
 
 @contextlib.contextmanager

@@ -261,6 +261,44 @@ def test_a_bad_chain_or_a_key_of_another_certificate_is_refused(mangle, code):
     assert "PRIVATE KEY-----\nM" not in str(refused.value)
 
 
+def openssl_certificate(tmp_path, key_args):
+    """Return (chain PEM, key PEM) of a self-signed certificate for a.test made by openssl."""
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(["openssl", *key_args, "-out", str(key)], check=True, capture_output=True)
+    subprocess.run(
+        ["openssl", "req", "-x509", "-key", str(key), "-subj", "/CN=a.test", "-days", "2"]
+        + ["-addext", "subjectAltName=DNS:a.test", "-out", str(cert)],
+        check=True,
+        capture_output=True,
+    )
+    return cert.read_text(), key.read_text()
+
+
+# A curve OpenSSL knows and the TLS library does not; an RSA key too small to serve.
+UNSUPPORTED_CURVE = ["genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:secp112r1"]
+RSA_1024 = ["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:1024"]
+
+
+@pytest.mark.parametrize(
+    ("key_args", "message"),
+    [
+        (UNSUPPORTED_CURVE, "algorithm is not supported"),
+        (RSA_1024, "cannot serve this certificate"),
+    ],
+)
+def test_a_certificate_the_listener_could_not_serve_is_refused_on_upload(
+    admin_client, tmp_path, key_args, message
+):
+    chain, key = openssl_certificate(tmp_path, key_args)
+    result = admin_client.post(
+        "/admin/routing/certificate/add/",
+        {"host": "a.test", "chain_pem": chain, "private_key_pem": key},
+    )
+    assert result.status_code == 200
+    assert message in result.content.decode()
+    assert not Certificate.objects.exists()
+
+
 # The admin ----------------------------------------------------------------------------------
 
 
