@@ -15,6 +15,7 @@ import contextlib
 import logging
 import os
 import ssl
+import sys
 import threading
 
 from django.core.exceptions import ValidationError
@@ -68,6 +69,9 @@ def select_certificate(alpn_protocols):
     global _alpn_protocols
     if _store is None:
         _alpn_protocols = list(alpn_protocols)
+        if sys.unraisablehook is not quiet_bad_server_names:
+            quiet_bad_server_names.previous = sys.unraisablehook
+            sys.unraisablehook = quiet_bad_server_names
         if reload_if_changed not in table.certificate_watchers:
             table.certificate_watchers.append(reload_if_changed)
         try:
@@ -93,6 +97,29 @@ def choose_certificate(ssl_socket, server_name, _context):
     if context is not None:
         ssl_socket.context = context
     return None
+
+
+def quiet_bad_server_names(unraisable):
+    """Log a handshake whose server name is not ASCII in one line, not as a traceback.
+
+    Python decodes the name before choose_certificate is called, and reports
+    its failure as an unraisable exception; the handshake fails either way.
+    Any other unraisable exception goes to the hook there was before.
+    """
+    error = unraisable.exc_value
+    if (
+        isinstance(error, UnicodeDecodeError)
+        and error.encoding == "ascii"
+        and isinstance(unraisable.object, bytes)
+    ):
+        logger.warning(
+            "TLS handshake refused: a server name that is not ASCII (%r)", unraisable.object[:80]
+        )
+        return
+    quiet_bad_server_names.previous(unraisable)
+
+
+quiet_bad_server_names.previous = sys.unraisablehook
 
 
 def reload_if_changed(certificate_version):

@@ -146,8 +146,15 @@ class _Setup:
 
 @pytest.fixture(scope="module")
 def issued(https):
-    """The first round of `manage.py certificates`: one host issued, one failed."""
+    """The first round of `manage.py certificates`: one host issued, one failed.
+
+    The running HTTPS master serves the issued certificate within seconds.
+    """
     https.first_round = https.certificates()
+    deadline = time.monotonic() + PICKUP
+    while https.curl("www.mango.test", "/").returncode != 0:
+        assert time.monotonic() < deadline, "the issued certificate is not served"
+        time.sleep(0.1)
     return https
 
 
@@ -256,6 +263,25 @@ def test_a_name_without_certificate_gets_the_self_signed_fallback(issued):
     # A client that checks gets a verification failure, not another host's certificate.
     result = issued.curl("plain.test", "/")
     assert result.returncode == 60, result  # curl: peer certificate cannot be authenticated
+
+
+def test_a_server_name_that_is_not_ascii_fails_its_handshake_in_one_log_line(issued):
+    # Python refuses such a name before the SNI callback sees it; openssl sends it as it is.
+    result = subprocess.run(
+        ["openssl", "s_client", "-connect", f"127.0.0.1:{issued.tls_port}"]
+        + ["-servername", "\u00e9.mango.test"],
+        input="",
+        capture_output=True,
+        text=True,
+        timeout=20,
+    )
+    assert "alert internal error" in result.stdout + result.stderr
+    deadline = time.monotonic() + BOUND
+    while "server name that is not ASCII" not in (log := (issued.home / "tls.log").read_text()):
+        assert time.monotonic() < deadline, log[-2000:]
+        time.sleep(0.2)
+    assert "Traceback" not in log and "UnicodeDecodeError" not in log
+    assert issued.curl("www.mango.test", "/").returncode == 0  # the worker serves on
 
 
 def test_the_routes_file_keeps_tls_and_force_https(issued):
