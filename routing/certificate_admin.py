@@ -9,7 +9,9 @@ import datetime
 from django import forms
 from django.contrib import admin
 from django.utils import timezone
+from django.utils.decorators import method_decorator
 from django.utils.html import format_html
+from django.views.decorators.debug import sensitive_post_parameters
 
 from .models import Certificate, normalise_host_pattern, validate_host_pattern
 from .pem import check_covers, read_certificate
@@ -108,6 +110,11 @@ class CertificateAdmin(admin.ModelAdmin):
         "failures",
         "next_attempt",
     )
+
+    @method_decorator(sensitive_post_parameters("private_key_pem"))
+    def changeform_view(self, request, *args, **kwargs):
+        """The add and change pages; an error report of theirs never shows the posted key."""
+        return super().changeform_view(request, *args, **kwargs)
 
     def get_fieldsets(self, request, obj=None):
         # Who may only view gets the form's fields as read-only displays of

@@ -11,6 +11,7 @@ from django.contrib.auth.models import Permission, User
 from django.core.exceptions import ValidationError
 from django.core.management import CommandError, call_command
 from django.utils import timezone
+from django.views.debug import SafeExceptionReporterFilter
 
 from routing import acme, tls
 from routing.certificate_admin import expiry_badge
@@ -356,6 +357,18 @@ def test_a_user_who_may_only_view_certificates_never_sees_a_key(admin_site):
         assert line not in text
     assert "PRIVATE KEY" not in text
     assert "stored, never shown" in text
+
+
+def test_an_error_report_of_an_upload_never_holds_its_key(admin_client):
+    chain, key = make_certificate(["www.mango.com"])
+    result = admin_client.post(
+        "/admin/routing/certificate/add/",
+        {"host": "www.mango.com", "chain_pem": chain, "private_key_pem": key},
+    )
+    # What Django's error reports (the log's, ADMINS' mail) would show of the form.
+    shown = SafeExceptionReporterFilter().get_post_parameters(result.wsgi_request)
+    assert shown["private_key_pem"] != key and "PRIVATE KEY" not in shown["private_key_pem"]
+    assert shown["chain_pem"] == chain
 
 
 def test_an_upload_whose_key_does_not_match_is_refused(admin_client):
