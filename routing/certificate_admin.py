@@ -7,7 +7,7 @@ and a certificate is replaced by uploading a chain and key together.
 import datetime
 
 from django import forms
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.utils import timezone
 from django.utils.decorators import method_decorator
 from django.utils.html import format_html
@@ -93,9 +93,39 @@ class CertificateUploadForm(forms.ModelForm):
         return certificate
 
 
+@admin.action(
+    description="Order again at the loop's next round (end the back-off)",
+    permissions=["change"],
+)
+def order_again(modeladmin, request, queryset):
+    """End the back-off of failed orders: the certificate loop's next round tries them."""
+    uploaded = queryset.filter(uploaded=True).count()
+    retried = list(queryset.filter(uploaded=False).exclude(next_attempt=None))
+    for certificate in retried:
+        certificate.next_attempt = None
+        certificate.save(update_fields=["next_attempt"])
+        modeladmin.log_change(request, certificate, "Ordered again: back-off ended.")
+    if retried:
+        modeladmin.message_user(
+            request,
+            f"{len(retried)} host{'s are' if len(retried) > 1 else ' is'} ordered again at "
+            "the certificate loop's next round (if its host rule has TLS auto).",
+            messages.SUCCESS,
+        )
+    if uploaded:
+        modeladmin.message_user(
+            request,
+            "Left alone: uploaded certificates are never ordered from the CA.",
+            messages.WARNING,
+        )
+    if not retried and not uploaded:
+        modeladmin.message_user(request, "Nothing was backing off.", messages.INFO)
+
+
 @admin.register(Certificate)
 class CertificateAdmin(admin.ModelAdmin):
     form = CertificateUploadForm
+    actions = [order_again]
     list_display = ("host", "expiry", "not_after", "issuer_name", "source", "last_error_line")
     search_fields = ("host", "names", "issuer")
     readonly_fields = (

@@ -412,6 +412,36 @@ def test_the_certificate_list_shows_badges_and_last_errors(admin_client):
     assert "urn:ietf:params:acme:error:connection: refused" in page
 
 
+def test_order_again_ends_a_back_off_so_the_next_round_retries(admin_client, mango):
+    HostRule.objects.filter(host="www.mango.com").update(tls="auto")
+    acme.record_failure("www.mango.com", "urn:ietf:params:acme:error:dns: NXDOMAIN")
+    assert acme.due_hosts() == []  # backing off
+    certificate = Certificate.objects.get()
+    result = admin_client.post(
+        "/admin/routing/certificate/",
+        {"action": "order_again", "_selected_action": [certificate.pk]},
+        follow=True,
+    )
+    assert "1 host is ordered again at the certificate loop&#x27;s next round" in (
+        result.content.decode()
+    )
+    assert acme.due_hosts() == ["www.mango.com"]
+    certificate.refresh_from_db()
+    assert certificate.last_error and certificate.failures == 1  # the history of failures stays
+
+
+def test_order_again_leaves_uploaded_certificates_alone(admin_client):
+    chain, key = make_certificate(["www.mango.com"])
+    acme.store_certificate("www.mango.com", chain, key, uploaded=True)
+    certificate = Certificate.objects.get()
+    result = admin_client.post(
+        "/admin/routing/certificate/",
+        {"action": "order_again", "_selected_action": [certificate.pk]},
+        follow=True,
+    )
+    assert "uploaded certificates are never ordered" in result.content.decode()
+
+
 # Choosing a certificate by SNI --------------------------------------------------------------
 
 
