@@ -7,12 +7,15 @@ and a certificate is replaced by uploading a chain and key together.
 import datetime
 
 from django import forms
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.utils import timezone
+from django.utils.decorators import method_decorator
 from django.utils.html import format_html
+from django.views.decorators.debug import sensitive_post_parameters
 
 from .models import Certificate, normalise_host_pattern, validate_host_pattern
-from .pem import read_certificate
+from .pem import check_covers, read_certificate
+from .tls import check_servable
 
 # A certificate that expires sooner than this shows amber.
 EXPIRY_WARNING = datetime.timedelta(days=30)
@@ -72,6 +75,9 @@ class CertificateUploadForm(forms.ModelForm):
         chain, key = cleaned.get("chain_pem"), cleaned.get("private_key_pem")
         if chain and key:
             self.details = read_certificate(chain, key)  # ValidationError: shown on the form
+            check_servable(chain, key)
+            if cleaned.get("host"):
+                check_covers(self.details, cleaned["host"])
         return cleaned
 
     def save(self, commit=True):
@@ -87,12 +93,43 @@ class CertificateUploadForm(forms.ModelForm):
         return certificate
 
 
+@admin.action(
+    description="Order again at the loop's next round (end the back-off)",
+    permissions=["change"],
+)
+def order_again(modeladmin, request, queryset):
+    """End the back-off of failed orders: the certificate loop's next round tries them."""
+    uploaded = queryset.filter(uploaded=True).count()
+    retried = list(queryset.filter(uploaded=False).exclude(next_attempt=None))
+    for certificate in retried:
+        certificate.next_attempt = None
+        certificate.save(update_fields=["next_attempt"])
+        modeladmin.log_change(request, certificate, "Ordered again: back-off ended.")
+    if retried:
+        modeladmin.message_user(
+            request,
+            f"{len(retried)} host{'s are' if len(retried) > 1 else ' is'} ordered again at "
+            "the certificate loop's next round (if its host rule has TLS auto).",
+            messages.SUCCESS,
+        )
+    if uploaded:
+        modeladmin.message_user(
+            request,
+            "Left alone: uploaded certificates are never ordered from the CA.",
+            messages.WARNING,
+        )
+    if not retried and not uploaded:
+        modeladmin.message_user(request, "Nothing was backing off.", messages.INFO)
+
+
 @admin.register(Certificate)
 class CertificateAdmin(admin.ModelAdmin):
     form = CertificateUploadForm
+    actions = [order_again]
     list_display = ("host", "expiry", "not_after", "issuer_name", "source", "last_error_line")
     search_fields = ("host", "names", "issuer")
     readonly_fields = (
+        "private_key",
         "expiry",
         "names",
         "not_before",
@@ -104,10 +141,19 @@ class CertificateAdmin(admin.ModelAdmin):
         "next_attempt",
     )
 
+    @method_decorator(sensitive_post_parameters("private_key_pem"))
+    def changeform_view(self, request, *args, **kwargs):
+        """The add and change pages; an error report of theirs never shows the posted key."""
+        return super().changeform_view(request, *args, **kwargs)
+
     def get_fieldsets(self, request, obj=None):
+        # Who may only view gets the form's fields as read-only displays of
+        # the stored values: the key's is replaced by one that never shows it.
+        can_upload = self.has_change_permission(request, obj) if obj else True
+        key = "private_key_pem" if can_upload else "private_key"
         upload = (
             "Upload" if obj is None else "Replace with an uploaded certificate",
-            {"fields": ["host", "chain_pem", "private_key_pem"]},
+            {"fields": ["host", "chain_pem", key]},
         )
         if obj is None:
             return [upload]
@@ -128,6 +174,10 @@ class CertificateAdmin(admin.ModelAdmin):
             },
         )
         return [state, upload]
+
+    @admin.display(description="Private key (PEM)")
+    def private_key(self, certificate):
+        return "stored, never shown" if certificate.private_key_pem else "-"
 
     @admin.display(description="Expiry", ordering="not_after")
     def expiry(self, certificate):

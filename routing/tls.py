@@ -15,7 +15,10 @@ import contextlib
 import logging
 import os
 import ssl
+import sys
 import threading
+
+from django.core.exceptions import ValidationError
 
 from . import table
 from .models import Certificate, RoutingVersion
@@ -35,9 +38,10 @@ class CertificateStore:
         self.version = version
         self.alpn_protocols = alpn_protocols
         self.pems = {row.pk: (row.chain_pem, row.private_key_pem) for row in rows}
-        self.by_name = {}
+        # A host's own certificate first; another's that also names it after.
+        self.by_name = {row.host: row.pk for row in rows}
         for row in rows:
-            for name in (row.host, *row.names):
+            for name in row.names:
                 self.by_name.setdefault(name, row.pk)
         self.contexts = {}
 
@@ -65,6 +69,9 @@ def select_certificate(alpn_protocols):
     global _alpn_protocols
     if _store is None:
         _alpn_protocols = list(alpn_protocols)
+        if sys.unraisablehook is not quiet_bad_server_names:
+            quiet_bad_server_names.previous = sys.unraisablehook
+            sys.unraisablehook = quiet_bad_server_names
         if reload_if_changed not in table.certificate_watchers:
             table.certificate_watchers.append(reload_if_changed)
         try:
@@ -90,6 +97,29 @@ def choose_certificate(ssl_socket, server_name, _context):
     if context is not None:
         ssl_socket.context = context
     return None
+
+
+def quiet_bad_server_names(unraisable):
+    """Log a handshake whose server name is not ASCII in one line, not as a traceback.
+
+    Python decodes the name before choose_certificate is called, and reports
+    its failure as an unraisable exception; the handshake fails either way.
+    Any other unraisable exception goes to the hook there was before.
+    """
+    error = unraisable.exc_value
+    if (
+        isinstance(error, UnicodeDecodeError)
+        and error.encoding == "ascii"
+        and isinstance(unraisable.object, bytes)
+    ):
+        logger.warning(
+            "TLS handshake refused: a server name that is not ASCII (%r)", unraisable.object[:80]
+        )
+        return
+    quiet_bad_server_names.previous(unraisable)
+
+
+quiet_bad_server_names.previous = sys.unraisablehook
 
 
 def reload_if_changed(certificate_version):
@@ -131,6 +161,18 @@ def server_context(chain_pem, key_pem, alpn_protocols):
     if alpn_protocols:
         context.set_alpn_protocols(alpn_protocols)
     return context
+
+
+def check_servable(chain_pem, key_pem):
+    """Raise ValidationError if the TLS library would refuse to serve this chain and key."""
+    try:
+        server_context(chain_pem, key_pem, [])
+    except ssl.SSLError as error:
+        raise ValidationError(
+            "The HTTPS listener cannot serve this certificate: %(reason)s.",
+            code="unservable",
+            params={"reason": error.reason or error.strerror or "refused by OpenSSL"},
+        ) from None
 
 
 @contextlib.contextmanager

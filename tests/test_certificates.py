@@ -2,13 +2,16 @@
 
 import datetime
 import ssl
+import subprocess
 from io import StringIO
 
 import pytest
 import yaml
+from django.contrib.auth.models import Permission, User
 from django.core.exceptions import ValidationError
 from django.core.management import CommandError, call_command
 from django.utils import timezone
+from django.views.debug import SafeExceptionReporterFilter
 
 from routing import acme, tls
 from routing.certificate_admin import expiry_badge
@@ -18,6 +21,7 @@ from routing.pem import read_certificate
 from routing.table import get_route_table
 
 from .acme_ca import make_certificate
+from .conftest import PROJECT_ROOT
 
 pytestmark = pytest.mark.django_db
 
@@ -127,6 +131,12 @@ def test_warm_requests_and_https_redirects_make_no_query(client, mango, django_a
     with django_assert_num_queries(0):
         assert client.get("/", headers={"Host": "www.mango.com"}).status_code == 200
         assert client.get("/", headers={"Host": "secure.mango.com"}).status_code == 308
+
+
+@pytest.mark.parametrize("interval", ["0", "-1", "nan", "inf", "soon"])
+def test_the_loop_refuses_an_interval_that_is_no_positive_number_of_seconds(interval):
+    with pytest.raises(CommandError, match="interval"):
+        call_command("certificates", "--loop", "--interval", interval, stdout=StringIO())
 
 
 def test_a_stale_challenge_token_is_deleted_by_the_next_round(mango):
@@ -252,6 +262,44 @@ def test_a_bad_chain_or_a_key_of_another_certificate_is_refused(mangle, code):
     assert "PRIVATE KEY-----\nM" not in str(refused.value)
 
 
+def openssl_certificate(tmp_path, key_args):
+    """Return (chain PEM, key PEM) of a self-signed certificate for a.test made by openssl."""
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(["openssl", *key_args, "-out", str(key)], check=True, capture_output=True)
+    subprocess.run(
+        ["openssl", "req", "-x509", "-key", str(key), "-subj", "/CN=a.test", "-days", "2"]
+        + ["-addext", "subjectAltName=DNS:a.test", "-out", str(cert)],
+        check=True,
+        capture_output=True,
+    )
+    return cert.read_text(), key.read_text()
+
+
+# A curve OpenSSL knows and the TLS library does not; an RSA key too small to serve.
+UNSUPPORTED_CURVE = ["genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:secp112r1"]
+RSA_1024 = ["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:1024"]
+
+
+@pytest.mark.parametrize(
+    ("key_args", "message"),
+    [
+        (UNSUPPORTED_CURVE, "algorithm is not supported"),
+        (RSA_1024, "cannot serve this certificate"),
+    ],
+)
+def test_a_certificate_the_listener_could_not_serve_is_refused_on_upload(
+    admin_client, tmp_path, key_args, message
+):
+    chain, key = openssl_certificate(tmp_path, key_args)
+    result = admin_client.post(
+        "/admin/routing/certificate/add/",
+        {"host": "a.test", "chain_pem": chain, "private_key_pem": key},
+    )
+    assert result.status_code == 200
+    assert message in result.content.decode()
+    assert not Certificate.objects.exists()
+
+
 # The admin ----------------------------------------------------------------------------------
 
 
@@ -270,6 +318,57 @@ def test_an_uploaded_certificate_is_stored_and_its_key_never_shown(admin_client)
         page = admin_client.get(url).content.decode()
         assert key_body not in page
     assert "www.mango.com" in page
+
+
+def test_an_upload_for_a_host_its_certificate_does_not_name_is_refused(admin_client):
+    chain, key = make_certificate(["www.apple.com", "apple.com"])
+    result = admin_client.post(
+        "/admin/routing/certificate/add/",
+        {"host": "www.mango.com", "chain_pem": chain, "private_key_pem": key},
+    )
+    assert result.status_code == 200
+    assert "is for www.apple.com, apple.com, not for www.mango.com" in result.content.decode()
+    assert not Certificate.objects.exists()
+
+
+@pytest.mark.parametrize("host", ["shop.mango.com", "*.mango.com"])
+def test_a_wildcard_certificate_may_be_uploaded_for_a_host_it_covers(admin_client, host):
+    chain, key = make_certificate(["*.mango.com"])
+    result = admin_client.post(
+        "/admin/routing/certificate/add/",
+        {"host": host, "chain_pem": chain, "private_key_pem": key},
+    )
+    assert result.status_code == 302, result.content.decode()
+    assert Certificate.objects.get().names == ["*.mango.com"]
+
+
+def test_a_user_who_may_only_view_certificates_never_sees_a_key(admin_site):
+    chain, key = make_certificate(["www.mango.com"])
+    acme.store_certificate("www.mango.com", chain, key, uploaded=True)
+    viewer = User.objects.create_user("viewer", password="-", is_staff=True)
+    viewer.user_permissions.add(Permission.objects.get(codename="view_certificate"))
+    admin_site.force_login(viewer)
+    certificate = Certificate.objects.get()
+    page = admin_site.get(f"/admin/routing/certificate/{certificate.pk}/change/")
+    assert page.status_code == 200
+    text = page.content.decode()
+    assert "www.mango.com" in text and chain.splitlines()[1] in text  # the chain is public
+    for line in key.splitlines()[1:-1]:
+        assert line not in text
+    assert "PRIVATE KEY" not in text
+    assert "stored, never shown" in text
+
+
+def test_an_error_report_of_an_upload_never_holds_its_key(admin_client):
+    chain, key = make_certificate(["www.mango.com"])
+    result = admin_client.post(
+        "/admin/routing/certificate/add/",
+        {"host": "www.mango.com", "chain_pem": chain, "private_key_pem": key},
+    )
+    # What Django's error reports (the log's, ADMINS' mail) would show of the form.
+    shown = SafeExceptionReporterFilter().get_post_parameters(result.wsgi_request)
+    assert shown["private_key_pem"] != key and "PRIVATE KEY" not in shown["private_key_pem"]
+    assert shown["chain_pem"] == chain
 
 
 def test_an_upload_whose_key_does_not_match_is_refused(admin_client):
@@ -313,6 +412,36 @@ def test_the_certificate_list_shows_badges_and_last_errors(admin_client):
     assert "urn:ietf:params:acme:error:connection: refused" in page
 
 
+def test_order_again_ends_a_back_off_so_the_next_round_retries(admin_client, mango):
+    HostRule.objects.filter(host="www.mango.com").update(tls="auto")
+    acme.record_failure("www.mango.com", "urn:ietf:params:acme:error:dns: NXDOMAIN")
+    assert acme.due_hosts() == []  # backing off
+    certificate = Certificate.objects.get()
+    result = admin_client.post(
+        "/admin/routing/certificate/",
+        {"action": "order_again", "_selected_action": [certificate.pk]},
+        follow=True,
+    )
+    assert "1 host is ordered again at the certificate loop&#x27;s next round" in (
+        result.content.decode()
+    )
+    assert acme.due_hosts() == ["www.mango.com"]
+    certificate.refresh_from_db()
+    assert certificate.last_error and certificate.failures == 1  # the history of failures stays
+
+
+def test_order_again_leaves_uploaded_certificates_alone(admin_client):
+    chain, key = make_certificate(["www.mango.com"])
+    acme.store_certificate("www.mango.com", chain, key, uploaded=True)
+    certificate = Certificate.objects.get()
+    result = admin_client.post(
+        "/admin/routing/certificate/",
+        {"action": "order_again", "_selected_action": [certificate.pk]},
+        follow=True,
+    )
+    assert "uploaded certificates are never ordered" in result.content.decode()
+
+
 # Choosing a certificate by SNI --------------------------------------------------------------
 
 
@@ -329,6 +458,18 @@ def test_the_store_finds_a_name_exactly_then_by_its_wildcard():
     assert store.context_for("www.apple.com") is None
     assert store.context_for("www.mango.com") is store.context_for("www.mango.com")
     assert store.version == RoutingVersion.all_versions()[2]
+
+
+def test_a_hosts_own_certificate_wins_over_another_that_also_names_it():
+    # An uploaded certificate for mango.com that names www.mango.com too, and
+    # www.mango.com's own (sorted after it): each host gets its own.
+    both_chain, both_key = make_certificate(["mango.com", "www.mango.com"])
+    own_chain, own_key = make_certificate(["www.mango.com"])
+    acme.store_certificate("mango.com", both_chain, both_key, uploaded=True)
+    acme.store_certificate("www.mango.com", own_chain, own_key, uploaded=False)
+    store = tls.load_store()
+    assert store.context_for("www.mango.com") is not store.context_for("mango.com")
+    assert store.by_name["www.mango.com"] == Certificate.objects.get(host="www.mango.com").pk
 
 
 def test_the_refresher_reloads_the_certificates_only_when_their_version_moved(
@@ -352,3 +493,18 @@ def test_the_explainer_says_a_plain_http_url_is_sent_to_https(mango, settings):
     assert "force HTTPS" in plain.answer
     secure = explain(get_route_table(), "https://www.mango.com/a?b=1")
     assert secure.status == 200 and not secure.location
+
+
+# The test CA ----------------------------------------------------------------------------------
+
+
+def test_ci_installs_the_test_ca_before_the_tests():
+    """.ci/run runs `make test`, which installs Debian's pebble (with its DNS) if missing."""
+    assert "\nmake test\n" in (PROJECT_ROOT / ".ci" / "run").read_text()
+    planned = subprocess.run(
+        ["make", "--dry-run", "test"], cwd=PROJECT_ROOT, capture_output=True, text=True, check=True
+    ).stdout
+    install = next(line for line in planned.splitlines() if "pebble" in line)
+    assert "command -v pebble-challtestsrv" in install
+    assert install.rstrip("; }").endswith("apt-get install -y -qq --no-install-recommends pebble")
+    assert planned.index(install) < planned.index("pytest")

@@ -7,12 +7,15 @@ connection's certificate by SNI. Clients reach the hosts with curl's
 --resolve, trusting only the CA's root.
 """
 
+import contextlib
 import json
+import os
 import socket
 import ssl
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import requests
@@ -37,6 +40,8 @@ from .conftest import (
 # The HTTPS listener is first polled without checking its certificate.
 pytestmark = pytest.mark.filterwarnings("ignore::urllib3.exceptions.InsecureRequestWarning")
 BOUND = 60  # seconds; a busy machine's CA takes a few of them per order
+# Seconds a stored certificate may take to be served (the workers poll every 0.25 s).
+PICKUP = 5
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +79,7 @@ def https(tmp_path_factory, demo_backends):
         )
         tls_url = url_of(tls_sock).replace("http", "https", 1)
         wait_until_serving(tls_url + "/", tls_master, verify=False)
-        yield _Setup(env, home, plain, pebble, tls_port)
+        yield _Setup(env, home, plain, pebble, tls_port, tls_master)
     finally:
         if tls_master is not None:
             stop(tls_master)
@@ -85,7 +90,7 @@ def https(tmp_path_factory, demo_backends):
 
 
 class _Setup:
-    def __init__(self, env, home, plain, pebble, tls_port):
+    def __init__(self, env, home, plain, pebble, tls_port, tls_master):
         self.env, self.home, self.plain, self.pebble, self.tls_port = (
             env,
             home,
@@ -93,6 +98,7 @@ class _Setup:
             pebble,
             tls_port,
         )
+        self.tls_master = tls_master
         self.first_round = None
 
     def certificates(self, *args, **env):
@@ -140,8 +146,15 @@ class _Setup:
 
 @pytest.fixture(scope="module")
 def issued(https):
-    """The first round of `manage.py certificates`: one host issued, one failed."""
+    """The first round of `manage.py certificates`: one host issued, one failed.
+
+    The running HTTPS master serves the issued certificate within seconds.
+    """
     https.first_round = https.certificates()
+    deadline = time.monotonic() + PICKUP
+    while https.curl("www.mango.test", "/").returncode != 0:
+        assert time.monotonic() < deadline, "the issued certificate is not served"
+        time.sleep(0.1)
     return https
 
 
@@ -196,6 +209,32 @@ def test_https_serves_the_issued_chain_and_the_backend_sees_https(issued):
     assert "Pebble" in served.issuer.rfc4514_string()
 
 
+def listening_ports(pid):
+    """Return the TCP ports a process listens on (from /proc: its sockets in state LISTEN)."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError):
+            target = os.readlink(fd)
+            if target.startswith("socket:["):
+                inodes.add(target[len("socket:[") : -1])
+    ports = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A" and fields[9] in inodes:
+                ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+    return ports
+
+
+def test_the_https_master_listens_on_its_bind_alone_and_serves_no_admin(issued):
+    assert listening_ports(issued.tls_master.pid) == {issued.tls_port}
+    assert len(listening_ports(issued.plain.process.pid)) == 2  # traffic and admin
+    # /admin/ on the HTTPS listener is traffic like any other path: the backend answers.
+    result = issued.curl("www.mango.test", "/admin/")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("This is the mango application.")
+
+
 def test_http11_over_tls_works_too(issued):
     result = issued.curl("www.mango.test", "/", "--http1.1")
     assert result.returncode == 0, result.stderr
@@ -224,6 +263,25 @@ def test_a_name_without_certificate_gets_the_self_signed_fallback(issued):
     # A client that checks gets a verification failure, not another host's certificate.
     result = issued.curl("plain.test", "/")
     assert result.returncode == 60, result  # curl: peer certificate cannot be authenticated
+
+
+def test_a_server_name_that_is_not_ascii_fails_its_handshake_in_one_log_line(issued):
+    # Python refuses such a name before the SNI callback sees it; openssl sends it as it is.
+    result = subprocess.run(
+        ["openssl", "s_client", "-connect", f"127.0.0.1:{issued.tls_port}"]
+        + ["-servername", "\u00e9.mango.test"],
+        input="",
+        capture_output=True,
+        text=True,
+        timeout=20,
+    )
+    assert "alert internal error" in result.stdout + result.stderr
+    deadline = time.monotonic() + BOUND
+    while "server name that is not ASCII" not in (log := (issued.home / "tls.log").read_text()):
+        assert time.monotonic() < deadline, log[-2000:]
+        time.sleep(0.2)
+    assert "Traceback" not in log and "UnicodeDecodeError" not in log
+    assert issued.curl("www.mango.test", "/").returncode == 0  # the worker serves on
 
 
 def test_the_routes_file_keeps_tls_and_force_https(issued):
@@ -278,7 +336,8 @@ def test_a_certificate_near_expiry_is_renewed_and_served_without_a_restart(issue
         "from routing.models import AcmeAccount as A; print(list(A.objects.values_list('email')))",
     )
     assert accounts.strip().splitlines()[-1] == "[('certs@mango.test',)]"
-    deadline = time.monotonic() + BOUND
+    # Stored, it is served within seconds by the running workers.
+    deadline = time.monotonic() + PICKUP
     while issued.served_certificate("www.mango.test").serial_number == before:
         assert time.monotonic() < deadline
         time.sleep(0.2)

@@ -1,4 +1,6 @@
+import argparse
 import logging
+import math
 import time
 
 from django.core.management.base import BaseCommand
@@ -7,6 +9,17 @@ from django.db import close_old_connections, connection
 from routing.acme import issue_due_certificates
 
 logger = logging.getLogger(__name__)
+
+
+def seconds(text):
+    """Return a positive, finite number of seconds, or refuse it (argparse's type)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"give a positive number of seconds, not {text!r}")
+    return value
 
 
 class Command(BaseCommand):
@@ -23,7 +36,7 @@ class Command(BaseCommand):
         )
         parser.add_argument(
             "--interval",
-            type=float,
+            type=seconds,
             default=60.0,
             help="Seconds between two rounds of --loop (default 60).",
         )
