@@ -264,7 +264,8 @@ def post_request(worker, req, environ, resp):
     gunicorn keeps a connection after a 101 as after any 1xx; the tunnel
     (routing/responses.py) has shut the socket down, and this says so too.
     """
-    if resp is not None and resp.status_code == 101:
+    # A response the app never started (a worker timeout mid-request) has no status.
+    if getattr(resp, "status_code", None) == 101:
         req.must_close = True
 
 

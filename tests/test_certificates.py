@@ -235,6 +235,14 @@ def test_a_ca_that_cannot_be_reached_fails_every_due_host_and_says_why(mango, se
     assert Certificate.objects.get(host="www.mango.com").failures == 1
 
 
+def test_the_command_counts_one_due_host_in_the_singular(mango, settings):
+    settings.ACME_DIRECTORY_URL = "http://127.0.0.1:9/dir"  # the discard port: nothing listens
+    HostRule.objects.filter(host="www.mango.com").update(tls="auto")
+    output = StringIO()
+    call_command("certificates", stdout=output)
+    assert output.getvalue().splitlines()[-1] == "1 certificate due, 1 failed."
+
+
 # Reading an uploaded chain and key ----------------------------------------------------------
 
 

@@ -157,7 +157,7 @@ def test_rollback_routes_dry_run_writes_nothing(apple):
     PathRule.objects.create(prefix="/new", pool=apple)
     output = io.StringIO()
     call_command("rollback_routes", "1", "--dry-run", stdout=output)
-    assert output.getvalue().splitlines() == ["- path /new", "Dry run: 1 changes not written."]
+    assert output.getvalue().splitlines() == ["- path /new", "Dry run: 1 change not written."]
     assert PathRule.objects.exists() and Revision.objects.count() == 2
 
 

@@ -10,10 +10,12 @@ import contextlib
 import http.client
 import os
 import re
+import runpy
 import socket
 import ssl
 import threading
 import time
+import types
 
 import pytest
 import requests
@@ -26,6 +28,7 @@ from routing.inbound import is_websocket_handshake
 from routing.transport import UpstreamRequest, tunnel
 
 from .conftest import (
+    PROJECT_ROOT,
     Balancer,
     balancer_environment,
     database_of_its_own,
@@ -499,3 +502,13 @@ def test_open_tunnel_fails_as_send_does(closed_port, silent_backend_url):
         tunnel.open_tunnel(handshake(closed_port))
     with pytest.raises(errors.UpstreamTimedOut):
         tunnel.open_tunnel(handshake(silent_backend_url, read_timeout=0.2))
+
+
+def test_a_request_that_never_started_its_response_passes_the_post_request_hook():
+    # A worker timed out, or an app raised, before start_response: no status yet.
+    from gunicorn.http.wsgi import Response
+
+    hooks = runpy.run_path(str(PROJECT_ROOT / "gunicorn.conf.py"))
+    request = types.SimpleNamespace(must_close=False)
+    hooks["post_request"](None, request, {}, Response(request, None, None))
+    assert request.must_close is False

@@ -5,6 +5,7 @@ import time
 
 from django.core.management.base import BaseCommand
 from django.db import close_old_connections, connection
+from django.template.defaultfilters import pluralize
 
 from routing.acme import issue_due_certificates
 
@@ -64,6 +65,6 @@ class Command(BaseCommand):
         for outcome in outcomes:
             state = "issued" if outcome.issued else f"FAILED ({outcome.error})"
             self.stdout.write(f"{outcome.host:40} {state}")
-        failed = sum(not outcome.issued for outcome in outcomes)
-        self.stdout.write(f"{len(outcomes)} certificates due, {failed} failed.")
+        due, failed = len(outcomes), sum(not outcome.issued for outcome in outcomes)
+        self.stdout.write(f"{due} certificate{pluralize(due)} due, {failed} failed.")
         self.stdout.flush()

@@ -1,4 +1,5 @@
 from django.core.management.base import BaseCommand, CommandError
+from django.template.defaultfilters import pluralize
 
 from routing.models import Revision
 from routing.revisions import roll_back
@@ -35,7 +36,8 @@ class Command(BaseCommand):
         if not changes:
             self.stdout.write(f"No changes: the table already is revision {number}'s.")
         elif dry_run:
-            self.stdout.write(f"Dry run: {len(changes)} changes not written.")
+            count = len(changes)
+            self.stdout.write(f"Dry run: {count} change{pluralize(count)} not written.")
         else:
             latest = Revision.objects.first()
             self.stdout.write(f"Rolled back to revision {number}: revision {latest.number}.")
