@@ -270,6 +270,14 @@ def test_a_bad_chain_or_a_key_of_another_certificate_is_refused(mangle, code):
     assert "PRIVATE KEY-----\nM" not in str(refused.value)
 
 
+def upload(admin_client, host, chain, key):
+    """Post the admin's Add certificate form."""
+    return admin_client.post(
+        "/admin/routing/certificate/add/",
+        {"host": host, "chain_pem": chain, "private_key_pem": key},
+    )
+
+
 def openssl_certificate(tmp_path, key_args):
     """Return (chain PEM, key PEM) of a self-signed certificate for a.test made by openssl."""
     key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
@@ -299,10 +307,7 @@ def test_a_certificate_the_listener_could_not_serve_is_refused_on_upload(
     admin_client, tmp_path, key_args, message
 ):
     chain, key = openssl_certificate(tmp_path, key_args)
-    result = admin_client.post(
-        "/admin/routing/certificate/add/",
-        {"host": "a.test", "chain_pem": chain, "private_key_pem": key},
-    )
+    result = upload(admin_client, "a.test", chain, key)
     assert result.status_code == 200
     assert message in result.content.decode()
     assert not Certificate.objects.exists()
@@ -313,10 +318,7 @@ def test_a_certificate_the_listener_could_not_serve_is_refused_on_upload(
 
 def test_an_uploaded_certificate_is_stored_and_its_key_never_shown(admin_client):
     chain, key = make_certificate(["www.mango.com", "mango.com"])
-    result = admin_client.post(
-        "/admin/routing/certificate/add/",
-        {"host": "WWW.Mango.com", "chain_pem": chain, "private_key_pem": key},
-    )
+    result = upload(admin_client, "WWW.Mango.com", chain, key)
     assert result.status_code == 302, result.content.decode()
     stored = Certificate.objects.get(host="www.mango.com")
     assert stored.uploaded and stored.names == ["www.mango.com", "mango.com"]
@@ -330,10 +332,7 @@ def test_an_uploaded_certificate_is_stored_and_its_key_never_shown(admin_client)
 
 def test_an_upload_for_a_host_its_certificate_does_not_name_is_refused(admin_client):
     chain, key = make_certificate(["www.apple.com", "apple.com"])
-    result = admin_client.post(
-        "/admin/routing/certificate/add/",
-        {"host": "www.mango.com", "chain_pem": chain, "private_key_pem": key},
-    )
+    result = upload(admin_client, "www.mango.com", chain, key)
     assert result.status_code == 200
     assert "is for www.apple.com, apple.com, not for www.mango.com" in result.content.decode()
     assert not Certificate.objects.exists()
@@ -342,10 +341,7 @@ def test_an_upload_for_a_host_its_certificate_does_not_name_is_refused(admin_cli
 @pytest.mark.parametrize("host", ["shop.mango.com", "*.mango.com"])
 def test_a_wildcard_certificate_may_be_uploaded_for_a_host_it_covers(admin_client, host):
     chain, key = make_certificate(["*.mango.com"])
-    result = admin_client.post(
-        "/admin/routing/certificate/add/",
-        {"host": host, "chain_pem": chain, "private_key_pem": key},
-    )
+    result = upload(admin_client, host, chain, key)
     assert result.status_code == 302, result.content.decode()
     assert Certificate.objects.get().names == ["*.mango.com"]
 
@@ -369,10 +365,7 @@ def test_a_user_who_may_only_view_certificates_never_sees_a_key(admin_site):
 
 def test_an_error_report_of_an_upload_never_holds_its_key(admin_client):
     chain, key = make_certificate(["www.mango.com"])
-    result = admin_client.post(
-        "/admin/routing/certificate/add/",
-        {"host": "www.mango.com", "chain_pem": chain, "private_key_pem": key},
-    )
+    result = upload(admin_client, "www.mango.com", chain, key)
     # What Django's error reports (the log's, ADMINS' mail) would show of the form.
     shown = SafeExceptionReporterFilter().get_post_parameters(result.wsgi_request)
     assert shown["private_key_pem"] != key and "PRIVATE KEY" not in shown["private_key_pem"]
@@ -382,10 +375,7 @@ def test_an_error_report_of_an_upload_never_holds_its_key(admin_client):
 def test_an_upload_whose_key_does_not_match_is_refused(admin_client):
     chain, _key = make_certificate(["www.mango.com"])
     _chain, other_key = make_certificate(["www.mango.com"])
-    result = admin_client.post(
-        "/admin/routing/certificate/add/",
-        {"host": "www.mango.com", "chain_pem": chain, "private_key_pem": other_key},
-    )
+    result = upload(admin_client, "www.mango.com", chain, other_key)
     assert result.status_code == 200
     assert "does not match the certificate" in result.content.decode()
     assert not Certificate.objects.exists()
