@@ -128,8 +128,8 @@ class CertificateAdmin(admin.ModelAdmin):
     actions = [order_again]
     list_display = ("host", "expiry", "not_after", "issuer_name", "source", "last_error_line")
     search_fields = ("host", "names", "issuer")
-    readonly_fields = (
-        "private_key",
+    # What the CA, the loop and the certificate itself say: shown, never edited.
+    state_fields = [
         "expiry",
         "names",
         "not_before",
@@ -139,7 +139,8 @@ class CertificateAdmin(admin.ModelAdmin):
         "last_error",
         "failures",
         "next_attempt",
-    )
+    ]
+    readonly_fields = ["private_key", *state_fields]
 
     @method_decorator(sensitive_post_parameters("private_key_pem"))
     def changeform_view(self, request, *args, **kwargs):
@@ -157,23 +158,7 @@ class CertificateAdmin(admin.ModelAdmin):
         )
         if obj is None:
             return [upload]
-        state = (
-            None,
-            {
-                "fields": [
-                    "expiry",
-                    "names",
-                    "not_before",
-                    "not_after",
-                    "issuer",
-                    "uploaded",
-                    "last_error",
-                    "failures",
-                    "next_attempt",
-                ]
-            },
-        )
-        return [state, upload]
+        return [(None, {"fields": self.state_fields}), upload]
 
     @admin.display(description="Private key (PEM)")
     def private_key(self, certificate):

@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from .conftest import STARTUP_TIMEOUT, stop
+from .conftest import STARTUP_TIMEOUT, self_signed_certificate, stop
 
 
 def free_port():
@@ -28,40 +28,12 @@ def free_port():
         return sock.getsockname()[1]
 
 
-def make_server_certificate(home):
-    """Make Pebble's own HTTPS certificate for 127.0.0.1 with openssl; return (cert, key)."""
-    cert, key = home / "pebble-cert.pem", home / "pebble-key.pem"
-    subprocess.run(
-        [
-            "openssl",
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=127.0.0.1",
-            "-addext",
-            "subjectAltName=IP:127.0.0.1,DNS:localhost",
-            "-keyout",
-            str(key),
-            "-out",
-            str(cert),
-        ],
-        check=True,
-        capture_output=True,
-    )
-    return cert, key
-
-
 class Pebble:
     """Pebble and its DNS server on free loopback ports; stopped by PID."""
 
     def __init__(self, home, http_port):
         self.home = home
-        self.cert, key = make_server_certificate(home)
+        self.cert, key = self_signed_certificate(home, name="pebble-")
         self.dns_port = free_port()
         self.dns_management_port = free_port()
         self.acme_port = free_port()

@@ -678,9 +678,12 @@ def metric(text, name, **labels):
     return 0.0
 
 
-def self_signed_certificate(home):
-    """Make a certificate for 127.0.0.1 with openssl; return (cert, key) paths."""
-    cert, key = home / "cert.pem", home / "key.pem"
+def self_signed_certificate(home, name=""):
+    """Make a certificate for 127.0.0.1 (and localhost) with openssl; return (cert, key) paths.
+
+    Its files are home/NAMEcert.pem and home/NAMEkey.pem.
+    """
+    cert, key = home / f"{name}cert.pem", home / f"{name}key.pem"
     subprocess.run(
         [
             "openssl",
@@ -694,7 +697,7 @@ def self_signed_certificate(home):
             "-subj",
             "/CN=127.0.0.1",
             "-addext",
-            "subjectAltName=IP:127.0.0.1",
+            "subjectAltName=IP:127.0.0.1,DNS:localhost",
             "-keyout",
             str(key),
             "-out",

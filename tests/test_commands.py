@@ -3,6 +3,7 @@
 import pytest
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
+from django.db import OperationalError
 
 from routing.models import Backend, HostRule, PathRule, Pool
 
@@ -58,3 +59,21 @@ def test_ensure_admin_takes_the_password_from_the_environment(capsys, monkeypatc
     call_command("ensure_admin", username="boss")
     assert "from-the-environment" not in capsys.readouterr().out
     assert get_user_model().objects.get(username="boss").check_password("from-the-environment")
+
+
+def test_a_failed_round_of_a_loop_is_logged_and_the_next_one_runs(caplog):
+    # healthcheck --loop and certificates --loop: a database hiccup must not end them.
+    from routing.management.loop import run_rounds
+
+    rounds = []
+
+    def one_round():
+        rounds.append(len(rounds))
+        if len(rounds) == 1:
+            raise OperationalError("the database went away")
+        if len(rounds) == 3:
+            raise KeyboardInterrupt  # Ctrl-C ends the loop quietly
+
+    run_rounds(one_round, pause=0, what="Test round")
+    assert rounds == [0, 1, 2]
+    assert [record.getMessage() for record in caplog.records] == ["Test round failed; trying again"]

@@ -1,15 +1,11 @@
 import argparse
-import logging
 import math
-import time
 
 from django.core.management.base import BaseCommand
-from django.db import close_old_connections, connection
 from django.template.defaultfilters import pluralize
 
 from routing.acme import issue_due_certificates
-
-logger = logging.getLogger(__name__)
+from routing.management.loop import run_rounds
 
 
 def seconds(text):
@@ -46,18 +42,11 @@ class Command(BaseCommand):
         if not loop:
             self.report(issue_due_certificates(), quiet_when_none=False)
             return
-        try:
-            while True:
-                try:
-                    self.report(issue_due_certificates(), quiet_when_none=True)
-                except Exception:
-                    # A database hiccup must not end the loop: try again next round.
-                    logger.exception("Certificate round failed; trying again")
-                    connection.close()
-                close_old_connections()
-                time.sleep(interval)
-        except KeyboardInterrupt:
-            return
+        run_rounds(
+            lambda: self.report(issue_due_certificates(), quiet_when_none=True),
+            interval,
+            "Certificate round",
+        )
 
     def report(self, outcomes, quiet_when_none):
         if not outcomes and quiet_when_none:

@@ -1,13 +1,10 @@
-import logging
 import time
 
 from django.core.management.base import BaseCommand
-from django.db import close_old_connections, connection
 
 from routing.health import run_checks
+from routing.management.loop import run_rounds
 from routing.models import Pool
-
-logger = logging.getLogger(__name__)
 
 # How often the loop looks for pools whose next check is due.
 TICK = 0.2
@@ -32,18 +29,7 @@ class Command(BaseCommand):
             self.report(run_checks())
             return
         due = {}
-        try:
-            while True:
-                try:
-                    self.check_due_pools(due)
-                except Exception:
-                    # A database hiccup must not end the checker: try again next tick.
-                    logger.exception("Health checks failed; trying again")
-                    connection.close()
-                close_old_connections()
-                time.sleep(TICK)
-        except KeyboardInterrupt:
-            return
+        run_rounds(lambda: self.check_due_pools(due), TICK, "Health checks")
 
     def check_due_pools(self, due):
         now = time.monotonic()
