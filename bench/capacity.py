@@ -27,7 +27,6 @@ import re
 import resource
 import shutil
 import socket
-import subprocess
 import sys
 import tempfile
 import threading
@@ -46,14 +45,15 @@ from bench.run import (
     cpu_seconds,
     find_nginx,
     free_port,
-    parse_latency,
     prepare_balancer,
     prepare_nginx,
     process_tree,
+    run_wrk,
     start,
     start_balancer,
     stop,
     wait_for,
+    wrk_figures,
 )
 
 # Name, seconds before each answer, and the Host header that routes to it.
@@ -202,42 +202,22 @@ def wrk(url, host, clients, pid):
     """Run wrk once with this many clients; return its figures and the proxy's CPU and memory."""
     before = cpu_seconds(pid)
     with PeakRSS(pid) as memory:
-        output = subprocess.run(
-            [
-                "wrk",
-                f"-t{min(WRK_THREADS, clients)}",
-                f"-c{clients}",
-                f"-d{DURATION}s",
-                f"--timeout={WRK_TIMEOUT_S}s",
-                "--latency",
-                "-H",
-                f"Host: {host}",
-                url,
-            ],
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=DURATION + WRK_TIMEOUT_S + 30,
-        ).stdout
-    requests_done = int(re.search(r"(\d+) requests in", output).group(1))
+        output = run_wrk(url, host, clients, min(WRK_THREADS, clients), WRK_TIMEOUT_S)
+    result = wrk_figures(output)
     socket_errors = re.search(
         r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output
     )
     connect, read, write, timeout = map(int, socket_errors.groups()) if socket_errors else (0,) * 4
-    # wrk's "Non-2xx or 3xx responses" counts answers with a status of 400 and above.
-    status = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
     errors = {
         "connect": connect,
         "read": read,
         "write": write,
         "timeout": timeout,
-        "status": int(status.group(1)) if status else 0,
+        "status": result["errors"],
     }
+    requests_done = result["requests"]
     return {
-        "requests": requests_done,
-        "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1)),
-        "p50_ms": parse_latency(re.search(r"\s50%\s+(\S+)", output).group(1)),
-        "p99_ms": parse_latency(re.search(r"\s99%\s+(\S+)", output).group(1)),
+        **result,
         "errors": sum(errors.values()),
         "error_kinds": errors,
         "cpu_ms_per_request": (

@@ -271,15 +271,19 @@ def parse_latency(text):
     return float(value) * {"us": 0.001, "ms": 1, "s": 1000}[unit]
 
 
-def wrk(url, host, concurrency, pid=None):
-    threads = min(concurrency, 2)
-    before = cpu_seconds(pid) if pid else None
-    output = subprocess.run(
+def run_wrk(url, host, clients, threads, timeout_s=None):
+    """Run wrk once against url with this Host header; return what it printed.
+
+    It runs DURATION seconds; timeout_s is how long a request may take before
+    wrk counts it as a timeout (wrk's own default, 2 s, unless given).
+    """
+    return subprocess.run(
         [
             "wrk",
             f"-t{threads}",
-            f"-c{concurrency}",
+            f"-c{clients}",
             f"-d{DURATION}s",
+            *((f"--timeout={timeout_s}s",) if timeout_s else ()),
             "--latency",
             "-H",
             f"Host: {host}",
@@ -288,19 +292,28 @@ def wrk(url, host, concurrency, pid=None):
         capture_output=True,
         text=True,
         check=True,
-        timeout=DURATION + 30,
+        timeout=DURATION + (timeout_s or 2) + 30,
     ).stdout
-    requests_done = int(re.search(r"(\d+) requests in", output).group(1))
-    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
-    result = {
-        "requests": requests_done,
+
+
+def wrk_figures(output):
+    """Return wrk's requests, rate, p50 and p99, and its answers of status 400 and above."""
+    # wrk's "Non-2xx or 3xx responses" counts answers with a status of 400 and above.
+    status = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
+    return {
+        "requests": int(re.search(r"(\d+) requests in", output).group(1)),
         "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1)),
         "p50_ms": parse_latency(re.search(r"\s50%\s+(\S+)", output).group(1)),
         "p99_ms": parse_latency(re.search(r"\s99%\s+(\S+)", output).group(1)),
-        "errors": int(errors.group(1)) if errors else 0,
+        "errors": int(status.group(1)) if status else 0,
     }
+
+
+def wrk(url, host, concurrency, pid=None):
+    before = cpu_seconds(pid) if pid else None
+    result = wrk_figures(run_wrk(url, host, concurrency, threads=min(concurrency, 2)))
     if pid:
-        result["cpu_ms_per_request"] = (cpu_seconds(pid) - before) * 1000 / requests_done
+        result["cpu_ms_per_request"] = (cpu_seconds(pid) - before) * 1000 / result["requests"]
     return result
 
 
