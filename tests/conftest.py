@@ -177,11 +177,12 @@ DATABASE_FIXTURES = {"db", "transactional_db", "django_db_reset_sequences", "dja
 
 
 def uses_the_configured_database(item):
-    """Whether a test uses DATABASE_URL's database: Django's test database, or
+    """Whether a test uses DATABASE_URL's database.
 
-    one of its own made by database_of_its_own (which its module says with
-    the database_url marker). The other tests run balancers on SQLite files
-    of their own whatever DATABASE_URL says.
+    That is Django's test database, or one of its own that
+    database_of_its_own makes on that server (its module says so with the
+    database_url marker). The other tests run balancers on SQLite files of
+    their own whatever DATABASE_URL says.
     """
     return (
         item.get_closest_marker("django_db") is not None
@@ -305,9 +306,9 @@ def balancer_environment(home, rows, **settings):
             **settings,
         }
     )
-    database = env["DATABASE_URL"]
-    if database.startswith("sqlite:///") and not Path(database[len("sqlite:///") :]).exists():
-        PREPARED.migrated_copy(Path(database[len("sqlite:///") :]))
+    sqlite_file = Path(env["DATABASE_URL"].removeprefix("sqlite:///"))
+    if env["DATABASE_URL"].startswith("sqlite:///") and not sqlite_file.exists():
+        PREPARED.migrated_copy(sqlite_file)
     else:
         manage(env, "migrate", "--noinput")
     if "STATIC_ROOT" in settings:
